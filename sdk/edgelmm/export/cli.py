@@ -1,0 +1,91 @@
+"""`edgelmm export`: a registry model or a local Hugging Face directory -> a validated ONNX bundle.
+
+examples:
+  edgelmm export --list
+  edgelmm export --model smol-vqa --out bundles/smol-vqa
+  edgelmm export --model ./my-llava-dir --out bundles/my-llava --precision fp32 --force
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgelmm export", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", help="registry name (see --list) or a local LlavaForConditionalGeneration / causal LM dir")
+    p.add_argument("--out", help="bundle directory to write")
+    p.add_argument("--precision", default="fp32", help="weight precision (default fp32)")
+    p.add_argument("--max-context", type=int, default=None, help="max prompt + generated tokens (default: model's)")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory (atomically)")
+    p.add_argument("--list", action="store_true", help="print the registry's model names and exit")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    from edgelmm.models.registry import MODELS
+
+    if args.list:
+        width = max(len(n) for n in MODELS)
+        for name, entry in MODELS.items():
+            print(f"{name:<{width}}  {entry.kind:<9}  {entry.description}")
+        return 0
+    if not args.model or not args.out:
+        parser.error("--model and --out are required (or --list)")
+    from edgelmm.errors import UnknownNameError
+    from edgelmm.registry import lookup
+    from edgelmm.specs import Precision
+
+    # Every check that needs no torch runs first: a typo costs milliseconds, not an import of torch.
+    if not Path(args.model).is_dir() and args.model not in MODELS:
+        raise UnknownNameError(f"unknown model '{args.model}' (not a registry name, not a directory);"
+                               f" valid: {', '.join(sorted(MODELS))}")
+    precision = lookup({str(p): p for p in Precision}, args.precision, what="precision")
+    out = Path(args.out)
+    from edgelmm._extras import require
+    from edgelmm.export.bundle import check_output
+
+    check_output(out, force=args.force)
+    require("torch", "export")
+    require("onnx", "export")
+    from edgelmm.export.exporter import ExportOptions, export_model
+
+    options = ExportOptions(precision=precision, max_context=args.max_context)
+    started = time.perf_counter()
+    loaded = _resolve(args.model)
+    log = lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    log(f"model '{loaded.name}' ready in {time.perf_counter() - started:.1f} s")
+    manifest = export_model(loaded, out, options, force=args.force, log=log)
+    print(format_report(manifest.validation))
+    total = sum(f.bytes for f in manifest.files.values())
+    print(f"wrote {out} ({len(manifest.files)} files, {total / 2**20:.1f} MB) in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _resolve(model: str) -> object:
+    """A local directory wins over a registry name of the same spelling."""
+    if Path(model).is_dir():
+        from edgelmm.models.lmm import load_local
+
+        return load_local(Path(model))
+    from edgelmm.models.registry import build_model
+
+    return build_model(model)
+
+
+def format_report(validation: dict) -> str:
+    """The export's parity table: one row per graph and shape."""
+    rows = ["| graph | shape | max abs diff | atol | rtol | ok |", "|---|---|---:|---:|---:|---|"]
+    for c in validation.get("cases", []):
+        rows.append(f"| {c['graph']} | {c['shape']} | {c['max_abs_diff']:.3g} | {c['atol']:g} | {c['rtol']:g} |"
+                    f" {'yes' if c['passed'] else 'NO'} |")
+    return "\n".join(rows)

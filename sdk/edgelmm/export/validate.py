@@ -1,0 +1,134 @@
+"""ORT-vs-torch parity of each exported graph at shapes that differ from the trace shapes.
+
+Every export runs this; the numbers go into the manifest's ``validation`` section. Tolerances live in one table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from edgelmm.errors import ExportShapeError, ExportToleranceError
+from edgelmm.runtime.manifest import KVCacheSpec
+from edgelmm.runtime.sessions import SessionConfig, session_options
+from edgelmm.specs import GraphRole, Precision
+
+# (atol, rtol) per precision and role: a case passes when |ort - torch| <= atol + rtol * |torch| everywhere.
+# fp32 bounds are ~100x the differences seen on SmolLM2 (decoder logits ~1e-4, vision ~1e-6): float summation
+# order differs between onnxruntime's kernels and torch's, nothing else should.
+TOLERANCES: dict[Precision, dict[GraphRole, tuple[float, float]]] = {
+    Precision.FP32: {
+        GraphRole.VISION_ENCODER: (1e-3, 1e-3),
+        GraphRole.TOKEN_EMBEDDING: (1e-6, 0.0),
+        GraphRole.DECODER: (1e-2, 1e-3),
+        GraphRole.ITEM_ENCODER: (1e-3, 1e-3),
+    },
+}
+
+# (batch, sequence, past): prefill from an empty cache, one decode step, a batch; none equals the trace shape
+# (graphs.TRACE_*; a test checks).
+DECODER_CASES = ((1, 6, 0), (1, 1, 9), (3, 2, 5))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Case:
+    graph: str
+    shape: str
+    max_abs_diff: float
+    atol: float
+    rtol: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def compare(graph: str, shape: str, ort_out: list[np.ndarray], torch_out: list[np.ndarray], atol: float,
+            rtol: float) -> Case:
+    """One case: shapes must match exactly; values within atol + rtol * |torch|."""
+    worst, excess = 0.0, -np.inf
+    for a, b in zip(ort_out, torch_out, strict=True):
+        if a.shape != b.shape:
+            raise ExportShapeError(f"{graph} at {shape}: onnxruntime output shape {a.shape} != torch {b.shape}")
+        diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        if diff.size:
+            worst = max(worst, float(diff.max()))
+            excess = max(excess, float((diff - rtol * np.abs(b)).max()))
+    return Case(graph, shape, worst, atol, rtol, bool(excess <= atol))
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), session_options(SessionConfig()), providers=["CPUExecutionProvider"])
+
+
+def _run_case(session: ort.InferenceSession, module: torch.nn.Module, feed: dict[str, np.ndarray],
+              args: tuple[Any, ...]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    ort_out = session.run(None, feed)
+    with torch.no_grad():
+        ref = module(*args)
+    ref = ref if isinstance(ref, tuple | list) else (ref,)
+    return ort_out, [r.detach().numpy() for r in ref]
+
+
+def validate_vision(path: Path, module: torch.nn.Module, image_size: tuple[int, int], tol: tuple[float, float],
+                    value_range: tuple[float, float]) -> list[Case]:
+    session, cases = _session(path), []
+    lo, hi = value_range
+    for batch in (1, 3):
+        pixels = torch.rand(batch, 3, *image_size, generator=torch.Generator().manual_seed(batch)) * (hi - lo) + lo
+        o, t = _run_case(session, module, {"pixel_values": pixels.numpy()}, (pixels,))
+        cases.append(compare("vision_encoder", f"pixel_values[{batch},3,{image_size[0]},{image_size[1]}]", o, t, *tol))
+    return cases
+
+
+def validate_embedding(path: Path, module: torch.nn.Module, vocab: int, tol: tuple[float, float]) -> list[Case]:
+    session, cases = _session(path), []
+    for batch, seq in ((1, 5), (3, 1)):
+        ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seq))
+        o, t = _run_case(session, module, {"input_ids": ids.numpy()}, (ids,))
+        cases.append(compare("token_embedding", f"input_ids[{batch},{seq}]", o, t, *tol))
+    return cases
+
+
+def validate_decoder(path: Path, module: torch.nn.Module, embed: Callable[[torch.Tensor], torch.Tensor],
+                     kv: KVCacheSpec, vocab: int, tol: tuple[float, float], input_names: list[str]) -> list[Case]:
+    """Decoder cases use real token embeddings and a past produced by the torch model itself (realistic scales)."""
+    session, cases = _session(path), []
+    gen = torch.Generator().manual_seed(7)
+    for batch, seq, past_len in DECODER_CASES:
+        past = _real_past(module, embed, kv, vocab, batch, past_len, gen)
+        embeds = embed(torch.randint(0, vocab, (batch, seq), generator=gen))
+        mask = torch.ones(batch, past_len + seq, dtype=torch.int64)
+        positions = torch.arange(past_len, past_len + seq, dtype=torch.int64).expand(batch, seq).contiguous()
+        args = (embeds, mask, positions, past)
+        feed = dict(zip(input_names, [embeds.numpy(), mask.numpy(), positions.numpy(), *[p.numpy() for p in past]]))
+        o, t = _run_case(session, module, feed, args)
+        cases.append(compare("decoder", f"batch {batch}, seq {seq}, past {past_len}", o, t, *tol))
+    return cases
+
+
+def _real_past(module: torch.nn.Module, embed: Callable[[torch.Tensor], torch.Tensor], kv: KVCacheSpec,
+               vocab: int, batch: int, length: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    empty = tuple(torch.zeros(batch, kv.num_kv_heads, 0, kv.head_dim) for _ in range(2 * kv.num_layers))
+    if length == 0:
+        return empty
+    embeds = embed(torch.randint(0, vocab, (batch, length), generator=gen))
+    positions = torch.arange(length, dtype=torch.int64).expand(batch, length).contiguous()
+    with torch.no_grad():
+        out = module(embeds, torch.ones(batch, length, dtype=torch.int64), positions, empty)
+    return tuple(t.detach() for t in out[1:])
+
+
+def check(cases: list[Case]) -> None:
+    """Raise ExportToleranceError naming every failing case."""
+    failed = [c for c in cases if not c.passed]
+    if failed:
+        detail = "; ".join(f"{c.graph} at {c.shape}: max |diff| {c.max_abs_diff:.3g} > atol {c.atol:g} + rtol {c.rtol:g}"
+                           for c in failed)
+        raise ExportToleranceError(f"exported graphs differ from torch beyond the tolerance table: {detail}")

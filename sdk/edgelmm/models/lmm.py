@@ -1,0 +1,231 @@
+"""LLaVA-style LMMs from named parts: any SigLIP/CLIP tower + mlp2x_gelu connector + any causal LM.
+
+The result is a plain transformers ``LlavaForConditionalGeneration`` with a ``LlavaProcessor``, so
+``save_pretrained`` output loads back in transformers and in anything that reads LLaVA checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AddedToken,
+    AutoModelForCausalLM,
+    AutoProcessor,
+    AutoTokenizer,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    SiglipVisionConfig,
+)
+from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+from edgelmm.errors import BundleError, UnsupportedModelError
+from edgelmm.models.loaded import CHATML_TEMPLATE, LoadedModel
+from edgelmm.runtime.manifest import PreprocessSpec
+from edgelmm.specs import ModelKind
+
+IMAGE_TOKEN = "<image>"
+_PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+
+
+def smol_vqa_vision_config() -> SiglipVisionConfig:
+    """The smol-vqa tower: SigLIP architecture sized for a 2-core CPU.
+
+    64 px in 8 px patches -> 64 visual tokens; hidden 192 / 4 layers / 3 heads is the shape a throwaway probe
+    (shared/docs/pitfalls.md) trained to ~100% per-position shape/colour in minutes on this machine.
+    """
+    return SiglipVisionConfig(
+        hidden_size=192,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=3,
+        image_size=64,
+        patch_size=8,
+        vision_use_head=False,  # LLaVA reads patch tokens; the pooling head would be dead weight
+    )
+
+
+def build_smol_vqa() -> LoadedModel:
+    """smol-vqa: random tower + connector (seeded) and the real SmolLM2-135M-Instruct."""
+    from edgelmm.models.smollm2 import build_smollm2
+
+    return assemble_llava(name="smol-vqa", vision_config=smol_vqa_vision_config(), lm=build_smollm2(), seed=0)
+
+
+def assemble_llava(
+    *,
+    name: str,
+    vision_config: Any,
+    lm: LoadedModel,
+    seed: int,
+    vision_feature_layer: int = -1,
+    vision_feature_select_strategy: str = "full",
+    chat_template: str = CHATML_TEMPLATE,
+) -> LoadedModel:
+    """Tower (random, seeded) + mlp2x_gelu connector (random) + the LM of ``lm`` (weights kept).
+
+    The image token is added to the tokenizer; if that grows the vocabulary, the new embedding row (tied to the
+    LM head when the LM ties them) is the exact mean of the old rows, so its logit is the mean logit and greedy
+    decoding of text is unchanged.
+    """
+    tokenizer = lm.tokenizer
+    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) in (None, tokenizer.unk_token_id):
+        tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(IMAGE_TOKEN, special=True, normalized=False)]})
+    image_token_id = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    text_model = lm.model
+    if image_token_id >= text_model.get_input_embeddings().num_embeddings:
+        _grow_vocab(text_model, len(tokenizer))
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_model.config,
+        image_token_id=image_token_id,
+        projector_hidden_act="gelu",  # Linear -> GELU -> Linear: Imp's mlp2x_gelu
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        multimodal_projector_bias=True,
+        tie_word_embeddings=text_model.config.tie_word_embeddings,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.model.language_model.load_state_dict(text_model.model.state_dict())
+    if not config.tie_word_embeddings:
+        model.lm_head.load_state_dict(text_model.lm_head.state_dict())
+    model.eval()
+    model.generation_config.eos_token_id = list(lm.eos_token_ids)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    size = _as_pair(vision_config.image_size)
+    image_processor = SiglipImageProcessorPil(
+        size={"height": size[0], "width": size[1]}, resample=3, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision_config.patch_size,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        chat_template=chat_template,
+        image_token=IMAGE_TOKEN,
+    )
+    tokenizer.chat_template = chat_template
+    return _llava_loaded(name, model, processor, chat_template, lm.eos_token_ids, lm.max_context)
+
+
+def _grow_vocab(model: Any, size: int) -> None:
+    embeddings = model.get_input_embeddings()
+    old = embeddings.weight.detach().clone()
+    model.resize_token_embeddings(size, mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[: old.shape[0]] = old
+        model.get_input_embeddings().weight[old.shape[0] :] = old.mean(dim=0)
+        head = model.get_output_embeddings()
+        if head is not None and head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+            head.weight[old.shape[0] :] = head.weight[: old.shape[0]].mean(dim=0)
+
+
+def _as_pair(size: Any) -> tuple[int, int]:
+    return (int(size[0]), int(size[1])) if isinstance(size, list | tuple) else (int(size), int(size))
+
+
+def count_image_tokens(model: Any) -> int:
+    """Visual tokens per image, measured by running the tower + connector on one blank image."""
+    from edgelmm.models.vision import image_features
+
+    size = _as_pair(model.config.vision_config.image_size)
+    with torch.no_grad():
+        return int(image_features(model, torch.zeros(1, 3, *size)).shape[1])
+
+
+def _llava_loaded(
+    name: str, model: Any, processor: Any, chat_template: str, eos: tuple[int, ...], max_context: int
+) -> LoadedModel:
+    return LoadedModel(
+        name=name,
+        kind=ModelKind.LLAVA,
+        model=model,
+        tokenizer=processor.tokenizer,
+        processor=processor,
+        chat_template=chat_template,
+        eos_token_ids=tuple(eos),
+        max_context=max_context,
+        image_token=processor.image_token,
+        image_token_id=int(model.config.image_token_id),
+        num_image_tokens=count_image_tokens(model),
+        preprocess=preprocess_spec(processor.image_processor),
+    )
+
+
+def preprocess_spec(image_processor: Any) -> PreprocessSpec:
+    """Translate a transformers image processor's settings into the manifest's PreprocessSpec."""
+    size = dict(image_processor.size)
+    resize = _PIL_FILTERS.get(int(getattr(image_processor, "resample", 3)), "bicubic")
+    rescale = float(image_processor.rescale_factor) if getattr(image_processor, "do_rescale", True) else 1.0
+    if getattr(image_processor, "do_normalize", True):
+        mean, std = tuple(map(float, image_processor.image_mean)), tuple(map(float, image_processor.image_std))
+    else:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if "shortest_edge" in size:
+        crop = dict(getattr(image_processor, "crop_size", None) or {})
+        if not getattr(image_processor, "do_center_crop", False) or not crop:
+            raise UnsupportedModelError("image processors that resize by shortest edge without a centre crop are not supported")
+        extra = {"mode": "shortest-edge-crop", "shortest_edge": int(size["shortest_edge"])}
+        hw = (int(crop["height"]), int(crop["width"]))
+    else:
+        extra = {}
+        hw = (int(size["height"]), int(size["width"]))
+    lows = [(0 - m) / s for m, s in zip(mean, std)]
+    highs = [(255 * rescale - m) / s for m, s in zip(mean, std)]
+    return PreprocessSpec(
+        image_size=hw, resize=resize, rescale_factor=rescale, mean=mean, std=std,
+        value_range=(round(min(lows), 6), round(max(highs), 6)), **extra,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Local Hugging Face directories
+
+
+def load_local(directory: str | Path) -> LoadedModel:
+    """Load a saved LlavaForConditionalGeneration or *ForCausalLM directory (float32, eval)."""
+    root = Path(directory)
+    try:
+        config = json.loads((root / "config.json").read_text())
+    except FileNotFoundError:
+        raise BundleError(f"'{root}' is not a Hugging Face model directory: config.json is missing") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"'{root}/config.json' cannot be read: {exc}") from None
+    arch = (config.get("architectures") or ["?"])[0]
+    if arch == "LlavaForConditionalGeneration":
+        model = LlavaForConditionalGeneration.from_pretrained(root, dtype=torch.float32).eval()
+        processor = AutoProcessor.from_pretrained(root)
+        template = processor.chat_template or processor.tokenizer.chat_template or CHATML_TEMPLATE
+        return _llava_loaded(root.name, model, processor, template, _eos_ids(model, processor.tokenizer), _context(model))
+    if arch.endswith("ForCausalLM"):
+        model = AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(root)
+        return LoadedModel(
+            name=root.name,
+            kind=ModelKind.CAUSAL_LM,
+            model=model,
+            tokenizer=tokenizer,
+            chat_template=tokenizer.chat_template or CHATML_TEMPLATE,
+            eos_token_ids=_eos_ids(model, tokenizer),
+            max_context=_context(model),
+        )
+    raise UnsupportedModelError(
+        f"architecture '{arch}' in '{root}' cannot be exported: supported are LlavaForConditionalGeneration"
+        " and decoder-only *ForCausalLM models"
+    )
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = model.config.get_text_config(decoder=True).eos_token_id or tokenizer.eos_token_id
+    return tuple(int(e) for e in (eos if isinstance(eos, list | tuple) else [eos]) if e is not None)
+
+
+def _context(model: Any) -> int:
+    return int(getattr(model.config.get_text_config(decoder=True), "max_position_embeddings", 2048) or 2048)

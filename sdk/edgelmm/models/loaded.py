@@ -1,0 +1,58 @@
+"""LoadedModel: a torch model plus everything the bundle needs to use it (tokenizer, template, preprocessing)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edgelmm.runtime.manifest import PreprocessSpec
+from edgelmm.specs import ModelKind
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>\n' }}{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""ChatML (SmolLM2's format, without its default system prompt); an image part renders as ``<image>`` + newline
+(literally: transformers' apply_chat_template passes no image-token variable)."""
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class LoadedModel:
+    """A model ready to export or train. ``model`` is in eval mode, float32, on CPU."""
+
+    name: str
+    kind: ModelKind
+    model: Any
+    """LlavaForConditionalGeneration or a *ForCausalLM."""
+    tokenizer: Any
+    """A transformers fast tokenizer (its backend is the tokenizers.Tokenizer the runtime loads)."""
+    chat_template: str
+    eos_token_ids: tuple[int, ...]
+    max_context: int
+    image_token: str | None = None
+    image_token_id: int | None = None
+    num_image_tokens: int = 0
+    preprocess: PreprocessSpec | None = None
+    processor: Any = None
+    """The transformers processor (LlavaProcessor) when the model takes images."""
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def text_config(self) -> Any:
+        return self.model.config.get_text_config(decoder=True)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Save with transformers' own format, so transformers and LLaVA readers load it back."""
+        self.model.save_pretrained(directory)
+        (self.processor or self.tokenizer).save_pretrained(directory)

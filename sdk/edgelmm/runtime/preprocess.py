@@ -1,0 +1,168 @@
+"""Image -> pixel_values exactly as the manifest says (Pillow + numpy only).
+
+Images are untrusted: files are size- and pixel-count-checked before decoding (decompression bombs), decode errors
+become one-line ``InputError``s, EXIF orientation is applied, and every mode is converted to RGB the way
+transformers' ``convert_to_rgb`` does (alpha composited over white). Animated images use their first frame.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edgelmm.errors import InputError
+from edgelmm.runtime.manifest import PreprocessSpec
+
+MAX_IMAGE_PIXELS = 64 * 2**20  # 64 Mpx: above any phone camera, far below what exhausts a phone's memory
+MAX_IMAGE_FILE_BYTES = 64 * 2**20
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+ImageInput = Any
+"""A path (str / PathLike), raw bytes, a PIL image, or an HxWx3 uint8 numpy array."""
+
+
+def load_image(source: ImageInput, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open ``source`` as an RGB PIL image, refusing anything unreadable or too large, with a one-line error."""
+    if isinstance(source, Image.Image):
+        return to_rgb(_check_pixels(source, "image", max_pixels))
+    if isinstance(source, np.ndarray):
+        return to_rgb(_from_array(source))
+    if isinstance(source, bytes | bytearray):
+        return _open(io.BytesIO(bytes(source)), "image bytes", max_pixels)
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise InputError(f"image '{path}' does not exist") from None
+        except OSError as exc:
+            raise InputError(f"image '{path}' cannot be read ({exc.strerror})") from None
+        if not path.is_file():
+            raise InputError(f"image '{path}' is not a file")
+        if size == 0:
+            raise InputError(f"image '{path}' is empty (0 bytes)")
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise InputError(f"image '{path}' is {size} bytes; the limit is {MAX_IMAGE_FILE_BYTES}")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"image '{path}' cannot be read ({exc.strerror})") from None
+        return _open(io.BytesIO(data), f"'{path}'", max_pixels)
+    raise InputError(f"unsupported image input of type {type(source).__name__}; give a path, bytes, PIL image or array")
+
+
+def _open(stream: io.BytesIO, label: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+            _check_pixels(image, label, max_pixels)  # header only: nothing decoded yet
+            image.seek(0)  # animated GIF/WebP/APNG: the first frame, by design
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except InputError:
+        raise
+    except UnidentifiedImageError:
+        raise InputError(f"{label} is not a readable image (unknown format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{label} is too large to decode safely (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        reason = "truncated file" if "truncated" in str(exc) else str(exc).split("\n")[0][:80]
+        raise InputError(f"{label} is not a readable image ({reason})") from None
+    return to_rgb(image)
+
+
+def _check_pixels(image: Image.Image, label: str, max_pixels: int) -> Image.Image:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InputError(f"{label} has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InputError(f"{label} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    return image
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise InputError(f"image array must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+            raise InputError("image array must be finite numbers")
+        scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
+        array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return _check_pixels(Image.fromarray(np.ascontiguousarray(array)), "image array", MAX_IMAGE_PIXELS)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB.
+
+    Alpha (RGBA, LA, P with transparency) is composited over white, as transformers' ``convert_to_rgb`` does;
+    16-bit and float grey images are scaled to 8 bits by their type's range rather than clipped.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") else (max(float(array.max(initial=0)), 1.0) if mode == "F" else 65535.0)
+        grey = np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """Resize (and crop) an RGB image to spec.image_size, as the transformers PIL image processors do."""
+    height, width = spec.image_size
+    resample = _RESAMPLE[spec.resize]
+    if spec.mode == "squash":
+        return image if image.size == (width, height) else image.resize((width, height), resample=resample)
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = spec.shortest_edge, int(spec.shortest_edge * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), resample=resample)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def preprocess(images: list[ImageInput], spec: PreprocessSpec) -> np.ndarray:
+    """Images -> pixel_values.
+
+    Returns float32 [N, 3, H, W] (NCHW, or [N, H, W, 3] if spec.layout is NHWC) in spec.channel_order, values
+    ``(pixel * rescale_factor - mean) / std``, i.e. within ``spec.value_range`` ([-1, 1] for SigLIP's 0.5/0.5).
+    Resizing follows spec.mode on the 8-bit image, as the transformers PIL backends do (see :func:`resize`).
+    """
+    height, width = spec.image_size
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    out = np.empty((len(images), height, width, 3), dtype=np.float32)
+    for i, source in enumerate(images):
+        image = resize(load_image(source), spec)
+        array = np.asarray(image, dtype=np.float32)
+        out[i] = (array * np.float32(spec.rescale_factor) - mean) / std
+    if spec.channel_order == "BGR":
+        out = out[..., ::-1]
+    if spec.layout == "NCHW":
+        out = out.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(out, dtype=np.float32)

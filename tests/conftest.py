@@ -1,0 +1,83 @@
+"""Session fixtures, built once: tiny random models and their bundles, real-weight bundles, sample images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub, ever: a test that reaches for it must fail loudly
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _export(loaded, out: Path) -> Path:
+    from edgelmm.export.exporter import export_model
+
+    export_model(loaded, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llava():
+    from edgelmm.models.registry import build_model
+
+    return build_model("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    from edgelmm.models.registry import build_model
+
+    return build_model("tiny-random-lm")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_llava, tmp_path_factory) -> Path:
+    return _export(tiny_llava, tmp_path_factory.mktemp("bundles") / "tiny-random")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_bundle(tiny_lm, tmp_path_factory) -> Path:
+    return _export(tiny_lm, tmp_path_factory.mktemp("bundles") / "tiny-random-lm")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from edgelmm.models.registry import build_model
+
+    return build_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_bundle(smollm2, tmp_path_factory) -> Path:
+    return _export(smollm2, tmp_path_factory.mktemp("bundles") / "smollm2-135m")
+
+
+def draw_scene(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
+    """A procedurally drawn scene: coloured shapes on a plain background."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        x, y = (int(v) for v in rng.integers(0, min(size) // 2, 2))
+        box = (x, y, x + int(rng.integers(10, 30)), y + int(rng.integers(10, 30)))
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    return image
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> list[Image.Image]:
+    """Three images of different sizes and content: a drawn scene, a real photo, an upscaled digit."""
+    from skimage import data as skdata
+    from sklearn.datasets import load_digits
+
+    digit = load_digits().images[0]
+    digit = Image.fromarray((digit / 16 * 255).astype(np.uint8)).resize((40, 40), Image.Resampling.NEAREST)
+    photo = Image.fromarray(skdata.astronaut()).resize((200, 160))
+    return [draw_scene(0), photo, digit]
