@@ -106,6 +106,9 @@ def test_qnn_context_cache_is_written_then_reused(qdq_model, tmp_path, monkeypat
     assert second.provider == "QNNExecutionProvider"
     assert any(n.op_type == "EPContext" for n in onnx.load(cached[0], load_external_data=False).graph.node)
     np.testing.assert_array_equal(run(first, x), run(second, x))
+    cached[0].write_bytes(b"not a model")  # a broken cache is rebuilt, not a reason to leave the NPU
+    third = open_session(qdq_model, CONFIG, providers(entry), cache_key="ab" * 32)
+    assert third.provider == "QNNExecutionProvider" and cached[0].stat().st_size > 100
 
 
 def test_unavailable_providers_are_skipped_for_the_next(qdq_model):

@@ -74,11 +74,12 @@ class Pipeline:
         """Prompt + generated tokens: the bundle's max context, lowered by the profile's."""
         self.prefill_chunk = self.profile.prefill_chunk if self.profile else 0
         """Prompt tokens per decoder call (0: the whole prompt in one call)."""
-        self.load_peak_rss_mb = peak_rss_mb()
         self.tokenizer = Tokenizer(safe_path(root, manifest.text.tokenizer_file))
         self.prompts = PromptBuilder(manifest.text, self.tokenizer, has_vision=manifest.has_vision)
         self.decoder = Decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, manifest.model.hidden_size)
         self._lock = threading.Lock()
+        self.load_peak_rss_mb = peak_rss_mb()
+        """Measured peak RSS once loaded (compare with ``plan.estimate``, which adds KV cache and activations)."""
 
     @classmethod
     def load(
@@ -106,8 +107,8 @@ class Pipeline:
         root, manifest = plan.root, plan.manifest
         verify_files(root, manifest, check_hashes=check_hashes)
         if plan.variant is not None:
-            log.info("profile '%s': picked variant '%s' of %s (%s); estimate %s", device.name, plan.variant,
-                     bundle_dir, manifest.graphs[GraphRole.DECODER].precision, plan.estimate.summary())
+            log.info("profile '%s': picked variant '%s' of %s; estimate %s", device.name, plan.variant, bundle_dir,
+                     plan.estimate.summary())
         intra = threads or (device.threads.intra_op if device else 0)
         config = SessionConfig(intra_op_threads=intra, inter_op_threads=device.threads.inter_op if device else 1)
         sessions = {}
@@ -209,9 +210,10 @@ class Pipeline:
         t0 = time.perf_counter()
         ids = self.prompts.build(prompt, len(images), chat=chat)
         room = self.max_context - len(ids)
-        if room < 1:
-            raise InputError(f"prompt is {len(ids)} tokens; profile '{self.profile.name}' allows a context of"
-                             f" {self.max_context} (max_context), leaving no room to generate")
+        if room < 1:  # the bundle's own cap is checked by the prompt builder; this is the profile's lower one
+            owner = f"profile '{self.profile.name}'" if self.profile else "this pipeline"
+            raise InputError(f"prompt is {len(ids)} tokens; {owner} allows a context of {self.max_context}"
+                             " (max_context), leaving no room to generate")
         features = None
         if images:
             t1 = time.perf_counter()

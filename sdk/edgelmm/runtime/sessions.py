@@ -101,6 +101,12 @@ def _attempt(path: Path, config: SessionConfig, spec: ProviderSpec, cache_key: s
         if isinstance(attached, str):
             return attached
         model = _qnn_context_cache(so, spec.qnn, path, cache_key) or path
+        if model != path:
+            result = _create(model, so, None, spec, path)
+            if isinstance(result, GraphSession):
+                return result
+            model.unlink(missing_ok=True)  # a stale or broken cache (another QNN SDK, a killed write): rebuild it
+            return _attempt(path, config, spec, cache_key)
         providers = None  # the plug-in is on the session options, CPU is appended by onnxruntime
     else:
         unavailable = _classic_unavailable(provider)
@@ -114,6 +120,13 @@ def _attempt(path: Path, config: SessionConfig, spec: ProviderSpec, cache_key: s
         else:
             options = spec.options.ort_options()
         providers = [(provider.ort_name, options)]
+    return _create(model, so, providers, spec, path)
+
+
+def _create(model: Path, so: ort.SessionOptions, providers: list[Any] | None, spec: ProviderSpec,
+            path: Path) -> GraphSession | str:
+    """The session, with its placement checked, or why it could not be made (``path``: the bundle's graph)."""
+    provider = spec.provider
     if provider is not Provider.CPU:
         so.log_severity_level = 4  # a refusal is expected and recorded; the QNN EP would print every node it refuses
     if spec.strict:
@@ -157,8 +170,6 @@ def _classic_unavailable(provider: Provider) -> str | None:
     """Why a built-in (non-plug-in) provider cannot be used here, or None."""
     if provider.ort_name in ort.get_available_providers():
         return None
-    if any(d.ep_name == provider.ort_name for d in _ep_devices()):
-        return None  # registered as a plug-in by the application
     have = ", ".join(p.removesuffix("ExecutionProvider") for p in ort.get_available_providers())
     return f"not available in this onnxruntime {ort.__version__} build (it has: {have})"
 
