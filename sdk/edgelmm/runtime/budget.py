@@ -23,7 +23,6 @@ the figures and the check against measured peak RSS are in docs/profiles.md):
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
@@ -131,15 +130,6 @@ def estimate_memory(manifest: Manifest, *, context: int | None = None, prefill_c
         context=context,
         prefill_chunk=chunk,
     )
-
-
-def bundle_size_mb(manifest: Manifest) -> float:
-    return sum(entry.bytes for entry in manifest.files.values()) / MB
-
-
-def describe(root: Path, manifest: Manifest) -> str:
-    """``'smollm2-int4' (int4, 98 MB)`` for messages."""
-    return f"'{root.name}' ({manifest_precision(manifest)}, {bundle_size_mb(manifest):.0f} MB)"
 
 
 def manifest_precision(manifest: Manifest) -> str:
