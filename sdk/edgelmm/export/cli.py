@@ -2,6 +2,7 @@
 
 examples:
   edgelmm export --list
+  edgelmm export --families
   edgelmm export --model smol-vqa --out bundles/smol-vqa
   edgelmm export --model ./my-llava-dir --out bundles/my-llava --precision fp32 --force
 """
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-context", type=int, default=None, help="max prompt + generated tokens (default: model's)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory (atomically)")
     p.add_argument("--list", action="store_true", help="print the registry's model names and exit")
+    p.add_argument("--families", action="store_true", help="print the supported model families (markdown) and exit")
     return p
 
 
@@ -34,6 +36,11 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     from edgelmm.models.registry import MODELS
 
+    if args.families:
+        from edgelmm.models.families import support_table
+
+        print(support_table())
+        return 0
     if args.list:
         width = max(len(n) for n in MODELS)
         for name, entry in MODELS.items():
