@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from edgelmm.errors import SpecError
 from edgelmm.export import validate
 from edgelmm.export.exporter import export_model
 from edgelmm.models.families import FAMILIES
@@ -55,7 +56,9 @@ CASES: dict[str, Case] = {
     "idefics3": Case(lambda: tiny.tiny_idefics3(smolvlm=False, split=True), lambda: [draw_scene(0), _photo((200, 80))]),
     "smolvlm": Case(lambda: tiny.tiny_idefics3(smolvlm=True, split=False), ASPECTS),  # one tile per image
     "qwen2-vl": Case(lambda: tiny.tiny_qwen2_vl(v2_5=False), SQUARES),
-    "qwen2.5-vl": Case(lambda: tiny.tiny_qwen2_vl(v2_5=True), SQUARES),
+    # a 32 x 48 px grid (4 x 6 tokens, 6 windows): images of that 2:3 aspect, which transformers resizes to it too
+    "qwen2.5-vl": Case(lambda: tiny.tiny_qwen2_vl(v2_5=True, image_size=(32, 48)),
+                       lambda: [draw_scene(0, (96, 64)), _photo((144, 96))]),
 }
 
 
@@ -162,13 +165,21 @@ def test_saved_directory_loads_back_through_load_local(case, tmp_path):
     from edgelmm.models.lmm import load_local
 
     case.loaded.save_pretrained(tmp_path)
-    loaded = load_local(tmp_path)
+    fixed_grid = FAMILIES[case.loaded.family_name].fixed_grid
+    loaded = load_local(tmp_path, image_size=case.loaded.preprocess.image_size if fixed_grid else None)
     fields = ("family", "kind", "preprocess", "image_prompt", "positions", "num_image_tokens", "image_token",
               "image_token_id", "chat_template", "eos_token_ids")
     assert {f: getattr(loaded, f) for f in fields} == {f: getattr(case.loaded, f) for f in fields}
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.equal(loaded.model(input_ids=ids).logits, case.loaded.model(input_ids=ids).logits)
+    if not fixed_grid:
+        with pytest.raises(SpecError, match="take the image size the model was trained for"):
+            load_local(tmp_path, image_size=(64, 64))
+        return
+    resized = load_local(tmp_path, image_size=(64, 48))  # --image-size: 64x48 px in 8 px merged patches
+    assert (resized.num_image_tokens, resized.positions.image_grid, resized.preprocess.image_size) == (48, (8, 6),
+                                                                                                       (64, 48))
 
 
 TEXT_CASES = {"causal-lm": ("Say something.", "Count to three.")}

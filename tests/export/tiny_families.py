@@ -121,12 +121,14 @@ def tiny_idefics3(smolvlm: bool, split: bool) -> LoadedModel:
     return idefics3_loaded("smolvlm" if smolvlm else "idefics3", model, processor)
 
 
-def tiny_qwen2_vl(v2_5: bool) -> LoadedModel:
-    """Qwen2-VL / Qwen2.5-VL: 32 px images in 4 px patches (8 x 8), merge 2 -> a 4 x 4 grid of 16 tokens; M-RoPE
-    sections (2, 1, 1) of head_dim 8. Qwen2.5-VL: 16 px windows (4 windows), the second block full attention."""
+def tiny_qwen2_vl(v2_5: bool, image_size: tuple[int, int] = (32, 32)) -> LoadedModel:
+    """Qwen2-VL / Qwen2.5-VL: 4 px patches, merge 2 (32 x 32 px -> a 4 x 4 grid of 16 tokens), M-RoPE sections
+    (2, 1, 1) of head_dim 8; the processor's pixel limits pin transformers' grid to ``image_size`` for images of that
+    aspect ratio. Qwen2.5-VL: 16 px attention windows, the second block full attention."""
     tokenizer = tokenizer_with(QWEN2_VL_TOKENS, QWEN2_VL_TEMPLATE)
+    pixels = image_size[0] * image_size[1]
     image_processor = Qwen2VLImageProcessorPil(patch_size=4, merge_size=2, temporal_patch_size=2,
-                                               min_pixels=32 * 32, max_pixels=32 * 32)
+                                               min_pixels=pixels, max_pixels=pixels)
     processor = (Qwen2_5_VLProcessor if v2_5 else Qwen2VLProcessor)(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_VL_TEMPLATE)
     text = text_config("qwen2", tokenizer).to_dict()
@@ -143,4 +145,4 @@ def tiny_qwen2_vl(v2_5: bool) -> LoadedModel:
         config, model_cls = Qwen2VLConfig(text_config=text, vision_config=vision, **ids), Qwen2VLForConditionalGeneration
     torch.manual_seed(TINY_SEED)
     model = _finish(model_cls(config), tokenizer, "<|im_end|>")
-    return qwen2_vl_loaded("qwen2.5-vl" if v2_5 else "qwen2-vl", model, processor)
+    return qwen2_vl_loaded("qwen2.5-vl" if v2_5 else "qwen2-vl", model, processor, image_size)

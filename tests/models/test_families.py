@@ -79,6 +79,15 @@ def test_unsupported_model_exits_2_through_the_cli(tmp_path, capsys):
     assert "cross-attention image layers" in capsys.readouterr().err
 
 
+def test_image_size_option_is_only_for_local_directories(tmp_path, capsys):
+    from edgelmm.cli import main
+
+    assert main(["export", "--model", "smol-vqa", "--out", str(tmp_path / "b"), "--image-size", "64"]) == 2
+    assert "--image-size applies to a local model directory" in capsys.readouterr().err
+    assert main(["export", "--model", str(tmp_path), "--out", str(tmp_path / "b"), "--image-size", "64x"]) == 2
+    assert "must be N or HxW" in capsys.readouterr().err
+
+
 def test_transformers_outside_the_verified_range_names_the_supported_versions(tmp_path, monkeypatch):
     import transformers
 

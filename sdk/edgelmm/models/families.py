@@ -43,6 +43,8 @@ class Family:
     """How one image placeholder expands (the manifest's text.image_prompt)."""
     positions: str = "linear"
     """Position-id scheme (the manifest's positions.scheme)."""
+    fixed_grid: bool = False
+    """The bundle takes one image size chosen at export (``--image-size``), not the tower's trained size."""
     precisions: tuple[Precision, ...] = (Precision.FP32,)
     """Precisions verified for the family (the parity tests run each)."""
     towers: tuple[str, ...] = ()
@@ -118,8 +120,10 @@ FAMILIES: dict[str, Family] = {
         " attention spans precomputed for that grid, then the patch merger",
         placeholder="`<|image_pad|>` -> one image token per merged patch",
         positions="mrope",
+        fixed_grid=True,
         verified_by=("qwen2-vl",),
-        notes="one fixed image size per bundle: images are squashed to it (transformers picks a grid per aspect)",
+        notes="one image size per bundle (`--image-size`, default 448 px): images are squashed to it, where"
+        " transformers picks a grid per aspect ratio (the same for square images)",
     ),
     # Qwen2_5_VLForConditionalGeneration (Qwen/Qwen2.5-VL-3B-Instruct): windowed vision attention, RMSNorm tower.
     "qwen2.5-vl": Family(
@@ -132,6 +136,7 @@ FAMILIES: dict[str, Family] = {
         vision_wrapper="as Qwen2-VL, plus the window order and window spans precomputed for the grid",
         placeholder="as Qwen2-VL",
         positions="mrope",
+        fixed_grid=True,
         verified_by=("qwen2.5-vl",),
         notes="as Qwen2-VL",
     ),

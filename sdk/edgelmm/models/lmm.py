@@ -25,7 +25,7 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-from edgelmm.errors import BundleError, UnsupportedModelError
+from edgelmm.errors import BundleError, SpecError, UnsupportedModelError
 from edgelmm.models.loaded import CHATML_TEMPLATE, LoadedModel
 from edgelmm.runtime.manifest import PreprocessSpec
 from edgelmm.specs import ModelKind
@@ -211,8 +211,11 @@ def _tower_layout(image_processor: Any) -> dict[str, Any]:
 # Local Hugging Face directories
 
 
-def load_local(directory: str | Path) -> LoadedModel:
+def load_local(directory: str | Path, *, image_size: tuple[int, int] | None = None) -> LoadedModel:
     """Load a saved Hugging Face model directory (float32, eval) with its family's loader (models/families.py).
+
+    ``image_size`` (H, W) picks the one image size of a fixed-grid family's bundle (Qwen2-VL); other families take
+    the size their tower was trained for.
 
     Raises BundleError for a directory without a readable config.json and UnsupportedModelError (one line: which
     architecture and why) for a model no family exports, or a transformers version the family was not verified with.
@@ -231,8 +234,11 @@ def load_local(directory: str | Path) -> LoadedModel:
     family = family_for((config.get("architectures") or ["?"])[0], where=str(root))
     check_model_types(family, *((config.get(k) or {}).get("model_type", "") for k in ("vision_config", "text_config")))
     check_transformers(family, transformers.__version__)
+    if image_size is not None and not family.fixed_grid:
+        raise SpecError(f"{family.title} bundles take the image size the model was trained for; an image size"
+                        " applies to fixed-grid families (Qwen2-VL, Qwen2.5-VL)")
     module, function = family.load.split(":")
-    return getattr(importlib.import_module(module), function)(root)
+    return getattr(importlib.import_module(module), function)(root, **({"image_size": image_size} if image_size else {}))
 
 
 def load_llava(root: Path) -> LoadedModel:

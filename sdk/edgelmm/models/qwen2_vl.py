@@ -44,14 +44,15 @@ class Qwen2_5_VLProcessor(transformers.Qwen2_5_VLProcessor):  # noqa: N801 - tra
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
 
-def load_qwen2_vl(root: Path) -> LoadedModel:
-    """A saved Qwen2VLForConditionalGeneration or Qwen2_5_VLForConditionalGeneration directory (images only)."""
+def load_qwen2_vl(root: Path, image_size: tuple[int, int] | None = None) -> LoadedModel:
+    """A saved Qwen2VLForConditionalGeneration or Qwen2_5_VLForConditionalGeneration directory (images only); the
+    bundle takes ``image_size`` (H, W) images (default: :func:`default_image_size`)."""
     model = transformers.AutoModelForImageTextToText.from_pretrained(root, dtype=torch.float32).eval()
     processor_cls = Qwen2_5_VLProcessor if model.config.model_type == "qwen2_5_vl" else Qwen2VLProcessor
     tokenizer = AutoTokenizer.from_pretrained(root)
     processor = processor_cls.from_pretrained(root, image_processor=AutoImageProcessor.from_pretrained(root),
                                               tokenizer=tokenizer)
-    return qwen2_vl_loaded(root.name, model, processor)
+    return qwen2_vl_loaded(root.name, model, processor, image_size)
 
 
 def default_image_size(image_processor: Any) -> tuple[int, int]:
