@@ -145,7 +145,8 @@ def test_two_images_in_one_prompt(case):
     assert pipe.prompts.build(messages, 2, grids=grids).ids.tolist() == enc["input_ids"][0].tolist()
     with torch.no_grad():
         out = case.loaded.model.generate(**enc, do_sample=False, max_new_tokens=8, min_new_tokens=8)
-    assert pipe.generate(messages, images=case.images, max_new_tokens=8).token_ids == out[0, enc["input_ids"].shape[1] :].tolist()
+    expected = out[0, enc["input_ids"].shape[1] :].tolist()
+    assert pipe.generate(messages, images=case.images, max_new_tokens=8).token_ids == expected
 
 
 def test_each_graph_within_the_tolerance_table(case):

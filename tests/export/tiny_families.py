@@ -139,10 +139,10 @@ def tiny_qwen2_vl(v2_5: bool, image_size: tuple[int, int] = (32, 32)) -> LoadedM
     if v2_5:
         vision |= dict(hidden_size=32, intermediate_size=64, out_hidden_size=32, window_size=16,
                        fullatt_block_indexes=[1])
-        config, model_cls = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids), Qwen2_5_VLForConditionalGeneration
+        config_cls, model_cls = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     else:
         vision |= dict(embed_dim=32, hidden_size=32)
-        config, model_cls = Qwen2VLConfig(text_config=text, vision_config=vision, **ids), Qwen2VLForConditionalGeneration
+        config_cls, model_cls = Qwen2VLConfig, Qwen2VLForConditionalGeneration
     torch.manual_seed(TINY_SEED)
-    model = _finish(model_cls(config), tokenizer, "<|im_end|>")
+    model = _finish(model_cls(config_cls(text_config=text, vision_config=vision, **ids)), tokenizer, "<|im_end|>")
     return qwen2_vl_loaded("qwen2.5-vl" if v2_5 else "qwen2-vl", model, processor, image_size)

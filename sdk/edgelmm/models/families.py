@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+
 from edgelmm.errors import UnsupportedModelError
 from edgelmm.registry import lookup
 from edgelmm.specs import GraphRole, Precision
@@ -176,7 +177,8 @@ def family_for(architecture: str, *, where: str = "") -> Family:
         return FAMILIES["causal-lm"]
     place = f" in '{where}'" if where else ""
     if architecture in UNSUPPORTED:
-        raise UnsupportedModelError(f"architecture '{architecture}'{place} cannot be exported: {UNSUPPORTED[architecture]}")
+        reason = UNSUPPORTED[architecture]
+        raise UnsupportedModelError(f"architecture '{architecture}'{place} cannot be exported: {reason}")
     known = ", ".join(a for f in FAMILIES.values() for a in f.architectures)
     raise UnsupportedModelError(f"architecture '{architecture}'{place} cannot be exported: it is in no edgelmm family;"
                                 f" supported are {known} and decoder-only *ForCausalLM models")
@@ -199,7 +201,8 @@ def check_transformers(family: Family, installed: str) -> None:
     if not version_in(installed, family.transformers):
         raise UnsupportedModelError(
             f"transformers {installed} is installed, but edgelmm exports {family.title} only with transformers"
-            f" {family.transformers} (the versions it was verified with): pip install 'transformers{family.transformers}'"
+            f" {family.transformers} (the versions it was verified with):"
+            f" pip install 'transformers{family.transformers}'"
         )
 
 

@@ -17,10 +17,9 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from transformers.processing_utils import ProcessorMixin
 
 from edgelmm.errors import UnsupportedModelError
-from edgelmm.models.lmm import chat_template_of, eos_ids, max_context, preprocess_spec
+from edgelmm.models.lmm import image_text_loaded, preprocess_spec
 from edgelmm.models.loaded import LoadedModel
 from edgelmm.runtime.manifest import ImagePromptSpec
-from edgelmm.specs import ModelKind
 
 
 class SmolVLMProcessor(transformers.SmolVLMProcessor):
@@ -70,25 +69,16 @@ def idefics3_loaded(name: str, model: Any, processor: Any) -> LoadedModel:
     image_processor = processor.image_processor
     tile = int(image_processor.max_image_size["longest_edge"])
     if tile != vision.image_size:
-        raise UnsupportedModelError(f"the processor's tile size {tile} is not the tower's image size {vision.image_size}")
+        raise UnsupportedModelError(f"the processor's tile size {tile} is not the tower's image size"
+                                    f" {vision.image_size}")
     tiles = bool(image_processor.do_image_splitting)
     layout = {"image_size": (tile, tile), "mode": "tiles" if tiles else "longest-edge-squash",
               "longest_edge": int(image_processor.size["longest_edge"])}
     fake = processor.fake_image_token
     overview = f"{fake}{_global_token(processor)}{{image}}{fake}"  # processing_idefics3 / _smolvlm, verbatim
-    tokenizer = processor.tokenizer
-    return LoadedModel(
-        name=name,
-        kind=ModelKind.VLM,
-        family="smolvlm" if config.model_type == "smolvlm" else "idefics3",
-        model=model,
-        tokenizer=tokenizer,
-        processor=processor,
-        chat_template=chat_template_of(processor),
-        eos_token_ids=eos_ids(model, tokenizer),
-        max_context=max_context(model),
-        image_token=processor.image_token,
-        image_token_id=int(config.image_token_id),
+    family = "smolvlm" if config.model_type == "smolvlm" else "idefics3"
+    return image_text_loaded(
+        name, family, model, processor,
         num_image_tokens=tokens,
         preprocess=preprocess_spec(image_processor, **layout),
         image_prompt=ImagePromptSpec(

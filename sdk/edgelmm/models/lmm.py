@@ -157,23 +157,28 @@ def count_image_tokens(model: Any) -> int:
 
 
 def _llava_loaded(
-    name: str, model: Any, processor: Any, chat_template: str, eos: tuple[int, ...], max_context: int
+    name: str, model: Any, processor: Any, chat_template: str, eos: tuple[int, ...], context: int
 ) -> LoadedModel:
-    return LoadedModel(
-        name=name,
-        kind=ModelKind.LLAVA,
-        family="llava",
-        model=model,
-        tokenizer=processor.tokenizer,
-        processor=processor,
-        chat_template=chat_template,
-        eos_token_ids=tuple(eos),
-        max_context=max_context,
-        image_token=processor.image_token,
-        image_token_id=int(model.config.image_token_id),
-        num_image_tokens=count_image_tokens(model),
+    return image_text_loaded(
+        name, "llava", model, processor, kind=ModelKind.LLAVA, chat_template=chat_template, eos_token_ids=tuple(eos),
+        max_context=context, num_image_tokens=count_image_tokens(model),
         preprocess=preprocess_spec(processor.image_processor),
     )
+
+
+def image_text_loaded(name: str, family: str, model: Any, processor: Any, *, kind: ModelKind = ModelKind.VLM,
+                      **fields: Any) -> LoadedModel:
+    """A LoadedModel of an image + text family; what ``fields`` leaves out is read off the model and processor."""
+    tokenizer = processor.tokenizer
+    defaults = {
+        "chat_template": chat_template_of(processor),
+        "eos_token_ids": eos_ids(model, tokenizer),
+        "max_context": max_context(model),
+        "image_token": processor.image_token,
+        "image_token_id": int(model.config.image_token_id),
+    }
+    return LoadedModel(name=name, kind=kind, family=family, model=model, tokenizer=tokenizer, processor=processor,
+                       **(defaults | fields))
 
 
 def preprocess_spec(image_processor: Any, **layout: Any) -> PreprocessSpec:
@@ -201,7 +206,8 @@ def _tower_layout(image_processor: Any) -> dict[str, Any]:
     if "shortest_edge" in size:
         crop = dict(getattr(image_processor, "crop_size", None) or {})
         if not getattr(image_processor, "do_center_crop", False) or not crop:
-            raise UnsupportedModelError("image processors that resize by shortest edge without a centre crop are not supported")
+            raise UnsupportedModelError("image processors that resize by shortest edge without a centre crop are"
+                                        " not supported")
         return {"mode": "shortest-edge-crop", "shortest_edge": int(size["shortest_edge"]),
                 "image_size": (int(crop["height"]), int(crop["width"]))}
     return {"image_size": (int(size["height"]), int(size["width"]))}
@@ -238,7 +244,8 @@ def load_local(directory: str | Path, *, image_size: tuple[int, int] | None = No
         raise SpecError(f"{family.title} bundles take the image size the model was trained for; an image size"
                         " applies to fixed-grid families (Qwen2-VL, Qwen2.5-VL)")
     module, function = family.load.split(":")
-    return getattr(importlib.import_module(module), function)(root, **({"image_size": image_size} if image_size else {}))
+    options = {"image_size": image_size} if image_size else {}
+    return getattr(importlib.import_module(module), function)(root, **options)
 
 
 def load_llava(root: Path) -> LoadedModel:

@@ -18,10 +18,9 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from edgelmm.errors import SpecError
-from edgelmm.models.lmm import chat_template_of, eos_ids, max_context, preprocess_spec
+from edgelmm.models.lmm import image_text_loaded, preprocess_spec
 from edgelmm.models.loaded import LoadedModel
 from edgelmm.runtime.manifest import PositionSpec
-from edgelmm.specs import ModelKind
 
 DEFAULT_SIDE = 448
 
@@ -73,19 +72,9 @@ def qwen2_vl_loaded(name: str, model: Any, processor: Any, image_size: tuple[int
     if height % factor or width % factor:
         raise SpecError(f"image size {height}x{width} must be a multiple of patch x merge = {factor} on both sides")
     grid = (height // factor, width // factor)
-    tokenizer = processor.tokenizer
-    return LoadedModel(
-        name=name,
-        kind=ModelKind.VLM,
-        family="qwen2.5-vl" if model.config.model_type == "qwen2_5_vl" else "qwen2-vl",
-        model=model,
-        tokenizer=tokenizer,
-        processor=processor,
-        chat_template=chat_template_of(processor),
-        eos_token_ids=eos_ids(model, tokenizer),
-        max_context=max_context(model),
-        image_token=processor.image_token,
-        image_token_id=int(model.config.image_token_id),
+    family = "qwen2.5-vl" if model.config.model_type == "qwen2_5_vl" else "qwen2-vl"
+    return image_text_loaded(
+        name, family, model, processor,
         num_image_tokens=grid[0] * grid[1],
         preprocess=preprocess_spec(image_processor, image_size=(height, width)),
         positions=PositionSpec(scheme="mrope", image_grid=grid),
