@@ -1,7 +1,7 @@
 """FAMILIES: the model families edgelmm exports, as data. Stdlib only: listing them never imports torch.
 
 Each entry records what a bundle of the family holds and how it was verified; the README's support table is generated
-from it (``edgelmm export --families``; tests/test_families.py regenerates the table and compares). The runtime never
+from it (``edgelmm export --families``; tests/models/test_families.py regenerates the table and compares). The runtime never
 sees a family: an export writes everything family-specific into optional manifest fields (``preprocess.mode``,
 ``text.image_prompt``, ``positions``), and the runtime follows those.
 
@@ -19,8 +19,9 @@ from edgelmm.registry import lookup
 from edgelmm.specs import GraphRole, Precision
 
 TRANSFORMERS_VERIFIED = ">=5.24,<5.40"
-"""transformers versions the exports were verified with (pyproject's [export] pin): 5.24 moved the vision grid
-precompute into ``transformers.vision_utils`` and 5.40 drops the ``past_key_values`` keyword the decoders still see."""
+"""transformers versions the exports are verified with: the [export] extra's pin, under which the parity tests run.
+Model code, cache classes and the vision precompute hooks (``transformers.vision_utils``) change between releases, so
+outside this range an export refuses to start rather than produce a bundle nobody checked."""
 
 PARITY_TEST = "tests/export/test_families.py"
 VISION_GRAPHS = (GraphRole.VISION_ENCODER, GraphRole.TOKEN_EMBEDDING, GraphRole.DECODER)
@@ -47,7 +48,7 @@ class Family:
     fixed_grid: bool = False
     """The bundle takes one image size chosen at export (``--image-size``), not the tower's trained size."""
     precisions: tuple[Precision, ...] = (Precision.FP32,)
-    """Precisions verified for the family (the parity tests run each)."""
+    """Precisions verified for the family: its parity cases pass at each (fp32, the exporter's only one today)."""
     towers: tuple[str, ...] = ()
     """Accepted ``vision_config.model_type`` values (empty: the family's own tower)."""
     language_models: tuple[str, ...] = ()

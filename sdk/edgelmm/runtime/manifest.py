@@ -32,9 +32,9 @@ BUNDLE_FORMAT = "edgelmm-bundle"
 MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few KB; refuse anything that could exhaust memory
 
 KV_LAYOUTS = ("past-present",)
+"""past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new."""
 PREPROCESS_MODES = ("squash", "shortest-edge-crop", "longest-edge-squash", "tiles")
 POSITION_SCHEMES = ("linear", "mrope")
-"""past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new."""
 
 
 @dataclasses.dataclass(**SPEC)
@@ -350,22 +350,28 @@ def check_invariants(manifest: Manifest, *, where: str = MANIFEST_NAME) -> None:
         tokens = _dim(vision, "image_features", 1, problems)
         if isinstance(tokens, int) and tokens != text.num_image_tokens:
             problems.append(f"vision_encoder emits {tokens} tokens per image, text.num_image_tokens says {text.num_image_tokens}")
-        tiled = manifest.preprocess is not None and manifest.preprocess.mode == "tiles"
-        if tiled != bool(text.image_prompt.tile):
-            problems.append("preprocess.mode tiles and text.image_prompt.tile/overview go together")
-    positions = manifest.positions
-    if positions.scheme == "mrope" and positions.image_grid[0] * positions.image_grid[1] != manifest.text.num_image_tokens:
-        problems.append(f"positions.image_grid {positions.image_grid} does not hold text.num_image_tokens"
-                        f" {manifest.text.num_image_tokens} tokens")
-    if GraphRole.DECODER in graphs:
-        shape = next((t.shape for t in graphs[GraphRole.DECODER].inputs if t.name == "position_ids"), None)
-        rank = 3 if positions.rows > 1 else 2
-        if shape is not None and len(shape) != rank:
-            problems.append(f"decoder position_ids has rank {len(shape)}; positions.scheme {positions.scheme} needs {rank}")
+    problems += _family_field_problems(manifest)
     if manifest.text.max_context < 2:
         problems.append("text.max_context must be >= 2")
     if problems:
         raise BundleError(f"{where}: invalid manifest: " + "; ".join(problems))
+
+
+def _family_field_problems(manifest: Manifest) -> list[str]:
+    """The optional family fields (tiles, image prompt, M-RoPE) agree with each other and with the graphs."""
+    problems = []
+    tiled = manifest.preprocess is not None and manifest.preprocess.mode == "tiles"
+    if manifest.has_vision and tiled != bool(manifest.text.image_prompt.tile):
+        problems.append("preprocess.mode tiles and text.image_prompt.tile/overview go together")
+    positions, tokens = manifest.positions, manifest.text.num_image_tokens
+    if positions.scheme == "mrope" and positions.image_grid[0] * positions.image_grid[1] != tokens:
+        problems.append(f"positions.image_grid {positions.image_grid} does not hold text.num_image_tokens {tokens}")
+    decoder = manifest.graphs.get(GraphRole.DECODER)
+    shape = next((t.shape for t in decoder.inputs if t.name == "position_ids"), None) if decoder else None
+    rank = 3 if positions.rows > 1 else 2
+    if shape is not None and len(shape) != rank:
+        problems.append(f"decoder position_ids has rank {len(shape)}; positions.scheme {positions.scheme} needs {rank}")
+    return problems
 
 
 def _dim(graph: GraphSpec, name: str, axis: int, problems: list[str], *, inputs: bool = False) -> int | str | None:
