@@ -157,8 +157,8 @@ def test_chunked_prefill_matches_one_call(tiny_lm_bundle):
     chunked = Pipeline.load(tiny_lm_bundle, profile(prefill_chunk=3))
     assert whole.prefill_chunk == 0 and chunked.prefill_chunk == 3
     ids = whole.prompts.build("a prompt long enough for several chunks", 0)
-    embeds = whole.prompt_embeds(ids, None)
-    np.testing.assert_allclose(chunked._prefill(embeds), whole._prefill(embeds), atol=1e-4)
+    embeds, positions = whole.prompt_embeds(ids, None), np.arange(len(ids), dtype=np.int64)[None]
+    np.testing.assert_allclose(chunked._prefill(embeds, positions), whole._prefill(embeds, positions), atol=1e-4)
     prompt = "chunks give the same greedy tokens"
     assert chunked.generate(prompt, max_new_tokens=8).token_ids == whole.generate(prompt, max_new_tokens=8).token_ids
 

@@ -25,7 +25,8 @@ from edgelmm.runtime.generate import Decoder, StreamCallback, token_loop
 from edgelmm.runtime.manifest import Manifest, safe_path, verify_files
 from edgelmm.runtime.metrics import Metrics, peak_rss_mb
 from edgelmm.runtime.plan import LoadPlan, plan_load
-from edgelmm.runtime.preprocess import ImageInput, preprocess
+from edgelmm.runtime.positions import prompt_positions
+from edgelmm.runtime.preprocess import ImageInput, ImageTiles, prepare
 from edgelmm.runtime.profile import DeviceProfile, ProviderSpec, load_profile
 from edgelmm.runtime.prompt import Message, PromptBuilder, PromptIds
 from edgelmm.runtime.sessions import GraphSession, SessionConfig, open_session
@@ -76,7 +77,8 @@ class Pipeline:
         """Prompt tokens per decoder call (0: the whole prompt in one call)."""
         self.tokenizer = Tokenizer(safe_path(root, manifest.text.tokenizer_file))
         self.prompts = PromptBuilder(manifest.text, self.tokenizer, has_vision=manifest.has_vision)
-        self.decoder = Decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, manifest.model.hidden_size)
+        self.decoder = Decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, manifest.model.hidden_size,
+                               manifest.positions.rows)
         self._lock = threading.Lock()
         self.load_peak_rss_mb = peak_rss_mb()
         """Measured peak RSS once loaded (compare with ``plan.estimate``, which adds KV cache and activations)."""
@@ -141,12 +143,25 @@ class Pipeline:
 
     # -- graph calls ------------------------------------------------------------------------------------------
 
-    def encode_images(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Images -> float32 [N, num_image_tokens, hidden]: tower + connector, already in LM embedding space."""
+    def prepare_images(self, images: Sequence[ImageInput]) -> list[ImageTiles]:
+        """Load and preprocess each image into the tiles the vision encoder takes (one unless mode is tiles)."""
         if not self.manifest.has_vision:
             raise InputError("this bundle has no vision encoder")
-        pixels = preprocess(list(images), self.manifest.preprocess)
+        return [prepare(image, self.manifest.preprocess) for image in images]
+
+    def encode_images(self, images: Sequence[ImageInput | ImageTiles]) -> np.ndarray:
+        """Images -> float32 [tiles, num_image_tokens, hidden]: tower + connector, already in LM embedding space.
+
+        Every tile of every image, in prompt order (one tile per image unless the bundle splits images).
+        """
+        tiles = [i if isinstance(i, ImageTiles) else self.prepare_images([i])[0] for i in images]
+        pixels = np.concatenate([t.pixels for t in tiles])
+        graph = self.manifest.graphs[GraphRole.VISION_ENCODER]
         session = self.sessions[GraphRole.VISION_ENCODER].session
+        batch = graph.input("pixel_values").shape[0]
+        if isinstance(batch, int):  # a graph exported for a fixed batch (Qwen2-VL's vision: 1)
+            return np.concatenate([session.run(["image_features"], {"pixel_values": pixels[i : i + batch]})[0]
+                                   for i in range(0, len(pixels), batch)])
         return session.run(["image_features"], {"pixel_values": pixels})[0]
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
@@ -155,19 +170,20 @@ class Pipeline:
         return session.run(["inputs_embeds"], {"input_ids": np.asarray(ids, dtype=np.int64)[None]})[0]
 
     def prompt_embeds(self, prompt: PromptIds, features: np.ndarray | None) -> np.ndarray:
-        """Token embeddings with each image's visual features written into its slots: float32 [1, S, hidden]."""
+        """Token embeddings with each tile's visual features written into its slots: float32 [1, S, hidden]."""
         embeds = self.embed(prompt.ids)
         for i, (start, length) in enumerate(prompt.image_slots):
             embeds[0, start : start + length] = features[i]
         return embeds
 
-    def _prefill(self, embeds: np.ndarray) -> np.ndarray:
-        """Start a new sequence with ``embeds`` float32 [1, S, hidden], ``prefill_chunk`` tokens per decoder call
-        (activation memory grows with the tokens per call); return the last position's logits float32 [vocab]."""
+    def _prefill(self, embeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Start a new sequence with ``embeds`` float32 [1, S, hidden] at ``positions`` int64 [rows, S],
+        ``prefill_chunk`` tokens per decoder call (activation memory grows with the tokens per call); return the
+        last position's logits float32 [vocab]."""
         self.decoder.reset()
         chunk = self.prefill_chunk or embeds.shape[1]
         for start in range(0, embeds.shape[1], chunk):
-            logits = self.decoder.forward(embeds[:, start : start + chunk])
+            logits = self.decoder.forward(embeds[:, start : start + chunk], positions[:, start : start + chunk])
         return logits
 
     # -- generation -------------------------------------------------------------------------------------------
@@ -208,7 +224,8 @@ class Pipeline:
     ) -> Result:
         metrics = self._load_metrics(len(images))
         t0 = time.perf_counter()
-        ids = self.prompts.build(prompt, len(images), chat=chat)
+        tiles = self.prepare_images(images) if images else []
+        ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
         room = self.max_context - len(ids)
         if room < 1:  # the bundle's own cap is checked by the prompt builder; this is the profile's lower one
             owner = f"profile '{self.profile.name}'" if self.profile else "this pipeline"
@@ -217,11 +234,12 @@ class Pipeline:
         features = None
         if images:
             t1 = time.perf_counter()
-            features = self.encode_images(images)
+            features = self.encode_images(tiles)
             metrics.vision_ms = (time.perf_counter() - t1) * 1e3
         t2 = time.perf_counter()
         metrics.preprocess_ms = (t2 - t0) * 1e3 - metrics.vision_ms
-        first_logits = self._prefill(self.prompt_embeds(ids, features))
+        positions = prompt_positions(self.manifest.positions, len(ids), ids.image_slots)
+        first_logits = self._prefill(self.prompt_embeds(ids, features), positions)
         metrics.prefill_ms = (time.perf_counter() - t2) * 1e3
 
         def step(token: int) -> np.ndarray:
