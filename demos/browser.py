@@ -140,25 +140,27 @@ _WATCH_STREAM = """() => {
 class DemoPage:
     """The demo in one browser tab, through the elem_ids the app gives its components."""
 
-    def __init__(self, page: object, url: str, *, timeout_s: float = 60.0) -> None:
+    def __init__(self, page: object, url: str, *, timeout_s: float = 120.0) -> None:
         self.page = page
-        self.timeout_ms = timeout_s * 1e3
+        page.set_default_timeout(timeout_s * 1e3)  # every click and wait: a busy 2-core CI machine is slow
         self.requests: list[str] = []
         page.on("request", lambda request: self.requests.append(request.url))
         page.goto(url)
-        page.wait_for_selector("#prompt textarea", timeout=self.timeout_ms)
+        page.wait_for_selector("#prompt textarea")
         page.evaluate(_WATCH_STREAM)
 
     def upload(self, path: str | os.PathLike[str]) -> None:
         self.page.set_input_files("#image input[type=file]", str(path))
-        self.page.wait_for_selector("#image img", timeout=self.timeout_ms)
+        self.page.wait_for_selector("#image img")
 
     def capture_webcam(self) -> None:
         """Switch the image to the webcam source, open the camera, take a photo."""
         self.page.click("#image button[aria-label='Capture from camera']")
         self.page.get_by_text("Click to Access Webcam").click()
+        # a capture before the stream has a frame yields no photo: wait for one (HAVE_CURRENT_DATA)
+        self.page.wait_for_function("document.querySelector('#image video')?.readyState >= 2")
         self.page.click("#image button[aria-label='capture photo']")
-        self.page.wait_for_selector("#image img", timeout=self.timeout_ms)
+        self.page.wait_for_selector("#image img")
 
     def chat_image(self, index: int = -1) -> bytes:
         """The bytes of an image shown in the chat, fetched from the demo's server as the page does."""
@@ -181,7 +183,7 @@ class DemoPage:
     def wait_answers(self, count: int) -> list[str]:
         """Wait until ``count`` answers are complete (each complete answer gets its metrics box); return them."""
         self.page.wait_for_function(
-            f"document.querySelectorAll('#chat .thought-group').length >= {count}", timeout=self.timeout_ms
+            f"document.querySelectorAll('#chat .thought-group').length >= {count}"
         )
         return self.answers()
 
@@ -192,7 +194,7 @@ class DemoPage:
     def error(self, *, wait: bool = True) -> str:
         """The error box's text ("" when none); waits for one to appear unless ``wait`` is False."""
         if wait:
-            self.page.wait_for_selector("#error .edgelmm-error", timeout=self.timeout_ms)
+            self.page.wait_for_selector("#error .edgelmm-error")
         box = self.page.query_selector("#error .edgelmm-error")
         return box.inner_text() if box else ""
 
@@ -206,7 +208,7 @@ class DemoPage:
     def example(self, index: int) -> None:
         """Click the ``index``-th example (fills the image and the prompt)."""
         self.page.locator("#examples button.gallery-item").nth(index).click()
-        self.page.wait_for_selector("#image img", timeout=self.timeout_ms)
+        self.page.wait_for_selector("#image img")
 
     def screenshot(self, path: str | os.PathLike[str], *, full_page: bool = True, palette: bool = False) -> Path:
         """Save the page as PNG; ``palette`` quantizes to 256 colours (~3x smaller, for committed images)."""
