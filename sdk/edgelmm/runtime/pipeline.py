@@ -145,14 +145,50 @@ class Pipeline:
             raise InputError(f"{len(images)} images given; the limit is {MAX_IMAGES_PER_PROMPT} per prompt")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
         with self._lock:
-            return self._generate(prompt, images, spec, stream, chat)
+            start = time.perf_counter()
+            ids = self.prompts.build(prompt, len(images), chat=chat)
+            return self._generate(ids, images, spec, stream, start)
+
+    def generate_ids(
+        self,
+        prompt: PromptIds,
+        images: Sequence[ImageInput] | None = None,
+        *,
+        max_new_tokens: int | None = None,
+        stream: StreamCallback | None = None,
+        config: GenerationSpec | None = None,
+        **options: Any,
+    ) -> Result:
+        """Generate from already tokenized ids: no chat template, no tokenization (which is not timed then).
+
+        A hook for ``edgelmm bench`` (prefill of exactly N synthetic tokens) and for callers that tokenize
+        themselves. ``prompt.ids``: int64 [S], 1 <= S < max_context, each id in [0, vocab); ``prompt.image_slots``
+        must match ``images`` one to one and hold ``image_token_id`` (as PromptBuilder.build makes them).
+        """
+        images = list(images or [])
+        self._check_ids(prompt, len(images))
+        spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
+        with self._lock:
+            return self._generate(prompt, images, spec, stream, time.perf_counter())
+
+    def _check_ids(self, prompt: PromptIds, n_images: int) -> None:
+        ids, text, vocab = np.asarray(prompt.ids), self.manifest.text, self.manifest.model.vocab_size
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not 1 <= ids.shape[0] < text.max_context:
+            raise InputError(f"prompt ids must be int [S], 1 <= S < {text.max_context}; got {ids.dtype} {ids.shape}")
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise InputError(f"prompt ids must lie in [0, {vocab}); got {ids.min()}..{ids.max()}")
+        if len(prompt.image_slots) != n_images or n_images > MAX_IMAGES_PER_PROMPT:
+            raise InputError(f"prompt has {len(prompt.image_slots)} image slot(s) but {n_images} image(s) were given")
+        for start, length in prompt.image_slots:
+            slot = ids[start : start + length] if start >= 0 else ids[:0]
+            if length != text.num_image_tokens or slot.shape[0] != length or np.any(slot != text.image_token_id):
+                raise InputError(f"image slot ({start}, {length}) does not hold {text.num_image_tokens} image tokens")
 
     def _generate(
-        self, prompt: Any, images: list[ImageInput], spec: GenerationSpec, stream: StreamCallback | None, chat: bool
+        self, ids: PromptIds, images: list[ImageInput], spec: GenerationSpec, stream: StreamCallback | None, t0: float
     ) -> Result:
+        """Encode images, prefill, decode. ``t0``: perf_counter() at the call, the origin of TTFT."""
         metrics = Metrics(load_ms=self.load_ms, images=len(images), providers=self.providers)
-        t0 = time.perf_counter()
-        ids = self.prompts.build(prompt, len(images), chat=chat)
         room = self.manifest.text.max_context - len(ids)
         features = None
         if images:
