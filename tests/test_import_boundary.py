@@ -14,9 +14,11 @@ def test_runtime_and_run_help_do_not_import_heavy_modules():
     code = (
         "import sys, contextlib, io\n"
         "import edgelmm.runtime, edgelmm.cli\n"
+        "import edgelmm.bench.runner, edgelmm.bench.report, edgelmm.bench.compare, edgelmm.bench.cli\n"
         "from edgelmm.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    try:\n        main(['run', '--help'])\n    except SystemExit:\n        pass\n"
+        "    for verb in ('run', 'bench'):\n"
+        "        try:\n            main([verb, '--help'])\n        except SystemExit:\n            pass\n"
         f"bad = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

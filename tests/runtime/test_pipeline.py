@@ -1,9 +1,12 @@
+import dataclasses
 import threading
 
+import numpy as np
 import pytest
 
 from edgelmm.errors import InputError, SpecError
 from edgelmm.runtime import Pipeline
+from edgelmm.runtime.prompt import PromptIds
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +80,36 @@ def test_concurrent_generate_calls_are_serialised(pipe):
     for t in threads:
         t.join()
     assert not errors and results == [expected] * 4
+
+
+def test_ignore_eos_generates_exactly_max_new_tokens(tiny_bundle):
+    pipe = Pipeline.load(tiny_bundle)  # its own pipeline: the manifest is edited below
+    first = pipe.generate("hello", max_new_tokens=6).token_ids[0]
+    pipe.manifest = dataclasses.replace(pipe.manifest,
+                                        text=dataclasses.replace(pipe.manifest.text, eos_token_ids=(first,)))
+    stopped = pipe.generate("hello", max_new_tokens=6)
+    assert stopped.finish_reason == "eos" and stopped.token_ids == [first]
+    forced = pipe.generate("hello", max_new_tokens=6, ignore_eos=True)
+    assert forced.finish_reason == "length" and len(forced.token_ids) == 6 and first not in forced.token_ids
+
+
+def test_generate_ids_matches_generate(pipe, sample_images):
+    ids = pipe.prompts.build("What is this?", 1)
+    a = pipe.generate("What is this?", images=[sample_images[0]], max_new_tokens=6)
+    b = pipe.generate_ids(ids, images=[sample_images[0]], max_new_tokens=6)
+    assert a.token_ids == b.token_ids and a.prompt_tokens == b.prompt_tokens == len(ids)
+
+
+def test_generate_ids_refuses_bad_ids(pipe, sample_images):
+    ids = pipe.prompts.build("What is this?", 1)
+    vocab = pipe.manifest.model.vocab_size
+    cases = [
+        (PromptIds(np.zeros(0, np.int64), ()), [], "1 <= S < 512"),
+        (PromptIds(np.array([1, vocab]), ()), [], f"must lie in \\[0, {vocab}\\)"),
+        (PromptIds(ids.ids, ()), [sample_images[0]], "0 image slot\\(s\\) but 1 image"),
+        (PromptIds(np.ones_like(ids.ids), ids.image_slots), [sample_images[0]], "does not hold"),
+        (PromptIds(ids.ids, ((len(ids) - 2, ids.image_slots[0][1]),)), [sample_images[0]], "does not hold"),
+    ]
+    for prompt, images, pattern in cases:
+        with pytest.raises(InputError, match=pattern):
+            pipe.generate_ids(prompt, images=images, max_new_tokens=2)
