@@ -2,7 +2,6 @@
 
 import statistics
 
-import numpy as np
 import pytest
 
 from edgelmm.bench.provenance import cpu_info
@@ -72,11 +71,11 @@ def test_pp_prefills_exactly_n_tokens_and_tg_decodes_n_steps(pipe, monkeypatch):
 
 
 def test_synthetic_ids_are_deterministic_and_ordinary(pipe):
-    ids = synthetic_ids(pipe, 300).ids
+    ids = synthetic_ids(pipe, 300)
     text = pipe.manifest.text
-    assert np.array_equal(ids, synthetic_ids(pipe, 300).ids)
-    assert not set(ids.tolist()) & {*text.eos_token_ids, text.image_token_id, text.bos_token_id}
-    assert ids.max() < pipe.manifest.model.vocab_size
+    assert ids == synthetic_ids(pipe, 300) and len(set(ids)) > 30
+    assert not set(ids) & {*text.eos_token_ids, text.image_token_id, text.bos_token_id}
+    assert max(ids) < pipe.manifest.model.vocab_size
 
 
 def test_record_statistics_exclude_warmup(record, tiny_bundle):

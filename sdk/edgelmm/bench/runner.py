@@ -28,7 +28,6 @@ from edgelmm.errors import InputError, SpecError
 from edgelmm.registry import lookup
 from edgelmm.runtime.metrics import peak_rss_mb
 from edgelmm.runtime.pipeline import Pipeline
-from edgelmm.runtime.prompt import PromptIds
 from edgelmm.specs import GenerationSpec
 
 E2E_TOKENS = 64
@@ -125,18 +124,18 @@ def synthetic_image(pipe: Pipeline) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def synthetic_ids(pipe: Pipeline, n: int) -> PromptIds:
+def synthetic_ids(pipe: Pipeline, n: int) -> list[int]:
     """``n`` uniformly random ordinary token ids (llama-bench feeds random tokens too), special ids excluded."""
     text = pipe.manifest.text
     special = {*text.eos_token_ids, text.bos_token_id, text.pad_token_id, text.image_token_id}
     high = min(pipe.manifest.model.vocab_size, pipe.tokenizer.vocab_size)
     pool = np.setdiff1d(np.arange(high, dtype=np.int64), [s for s in special if s is not None])
-    return PromptIds(np.random.default_rng(SEED).choice(pool, size=n), ())
+    return np.random.default_rng(SEED).choice(pool, size=n).tolist()
 
 
-def _greedy(n: int) -> GenerationSpec:
-    """Greedy, no stop strings, eos never chosen: every repetition generates exactly ``n`` tokens."""
-    return GenerationSpec(max_new_tokens=n, ignore_eos=True)
+GREEDY = GenerationSpec()
+"""Greedy, no stop strings, whatever the bundle's defaults; with ignore_eos=True every repetition generates exactly
+the tokens asked for."""
 
 
 def _run_img(pipe: Pipeline, test: BenchTest, image: Image.Image) -> Sample:
@@ -145,22 +144,23 @@ def _run_img(pipe: Pipeline, test: BenchTest, image: Image.Image) -> Sample:
     return Sample((time.perf_counter() - start) * 1e3)
 
 
-def _run_pp(pipe: Pipeline, test: BenchTest, ids: PromptIds) -> Sample:
-    metrics = pipe.generate_ids(ids, config=_greedy(1)).metrics
+def _run_pp(pipe: Pipeline, test: BenchTest, ids: list[int]) -> Sample:
+    metrics = pipe.generate_ids(ids, config=GREEDY, max_new_tokens=1, ignore_eos=True).metrics
     return Sample(metrics.prefill_ms, test.n, {"ttft_ms": metrics.ttft_ms})
 
 
-def _run_tg(pipe: Pipeline, test: BenchTest, ids: PromptIds) -> Sample:
+def _run_tg(pipe: Pipeline, test: BenchTest, ids: list[int]) -> Sample:
     # One prompt token, then n + 1 new tokens: the first comes from the prefill, the next n are the timed steps.
-    result = pipe.generate_ids(ids, config=_greedy(test.n + 1))
+    result = pipe.generate_ids(ids, config=GREEDY, max_new_tokens=test.n + 1, ignore_eos=True)
     _check_length(test, len(result.token_ids), test.n + 1)
     return Sample(result.metrics.decode_ms, test.n)
 
 
 def _run_e2e(pipe: Pipeline, test: BenchTest, image: Image.Image | None) -> Sample:
     prompt = E2E_PROMPT if image is not None else E2E_TEXT_PROMPT
+    images = [image] if image is not None else []
     start = time.perf_counter()
-    result = pipe.generate(prompt, images=[image] if image is not None else [], config=_greedy(test.n))
+    result = pipe.generate(prompt, images=images, config=GREEDY, max_new_tokens=test.n, ignore_eos=True)
     total = (time.perf_counter() - start) * 1e3
     _check_length(test, len(result.token_ids), test.n)
     m = result.metrics

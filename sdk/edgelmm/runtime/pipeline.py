@@ -151,38 +151,28 @@ class Pipeline:
 
     def generate_ids(
         self,
-        prompt: PromptIds,
-        images: Sequence[ImageInput] | None = None,
+        prompt_ids: Sequence[int],
         *,
         max_new_tokens: int | None = None,
         stream: StreamCallback | None = None,
         config: GenerationSpec | None = None,
         **options: Any,
     ) -> Result:
-        """Generate from already tokenized ids: no chat template, no tokenization (which is not timed then).
+        """Continue raw token ids: no chat template, no tokenization, no images (benchmarks feed exact ids).
 
-        A hook for ``edgelmm bench`` (prefill of exactly N synthetic tokens) and for callers that tokenize
-        themselves. ``prompt.ids``: int64 [S], 1 <= S < max_context, each id in [0, vocab); ``prompt.image_slots``
-        must match ``images`` one to one and hold ``image_token_id`` (as PromptBuilder.build makes them).
+        ``prompt_ids``: ints in [0, vocab), 1 <= len < max_context. ``ignore_eos=True`` (a generation option)
+        generates exactly ``max_new_tokens``, as ``edgelmm bench``'s pp<N> / tg<N> tests need.
         """
-        images = list(images or [])
-        self._check_ids(prompt, len(images))
+        ids = np.asarray(prompt_ids)
+        vocab, limit = self.manifest.model.vocab_size, self.manifest.text.max_context
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not 1 <= ids.shape[0] < limit:
+            raise InputError(f"prompt_ids must be a 1-D int sequence, 1 <= length < {limit}; got {ids.dtype} {ids.shape}")
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise InputError(f"prompt_ids must lie in [0, {vocab}); got {ids.min()}..{ids.max()}")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
         with self._lock:
-            return self._generate(prompt, images, spec, stream, time.perf_counter())
-
-    def _check_ids(self, prompt: PromptIds, n_images: int) -> None:
-        ids, text, vocab = np.asarray(prompt.ids), self.manifest.text, self.manifest.model.vocab_size
-        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not 1 <= ids.shape[0] < text.max_context:
-            raise InputError(f"prompt ids must be int [S], 1 <= S < {text.max_context}; got {ids.dtype} {ids.shape}")
-        if ids.min() < 0 or ids.max() >= vocab:
-            raise InputError(f"prompt ids must lie in [0, {vocab}); got {ids.min()}..{ids.max()}")
-        if len(prompt.image_slots) != n_images or n_images > MAX_IMAGES_PER_PROMPT:
-            raise InputError(f"prompt has {len(prompt.image_slots)} image slot(s) but {n_images} image(s) were given")
-        for start, length in prompt.image_slots:
-            slot = ids[start : start + length] if start >= 0 else ids[:0]
-            if length != text.num_image_tokens or slot.shape[0] != length or np.any(slot != text.image_token_id):
-                raise InputError(f"image slot ({start}, {length}) does not hold {text.num_image_tokens} image tokens")
+            prompt = PromptIds(ids.astype(np.int64), ())
+            return self._generate(prompt, [], spec, stream, time.perf_counter())
 
     def _generate(
         self, ids: PromptIds, images: list[ImageInput], spec: GenerationSpec, stream: StreamCallback | None, t0: float
