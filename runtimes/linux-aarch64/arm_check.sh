@@ -19,7 +19,7 @@ ROOTFS="$CACHE/rootfs"
 BUNDLES="${ARM_CHECK_BUNDLES:-$REPO/bundles}"
 SMOLLM2_PRECISION="${ARM_CHECK_SMOLLM2_PRECISION:-fp32}"  # int4 (accuracy level 0) once int4 export exists
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-TOKENS=16
+TOKENS=8  # emulated aarch64 runs ~1 s per decoder step on an idle 2-core host: enough tokens to compare
 THREADS=2
 START=$SECONDS
 
@@ -55,7 +55,8 @@ if [ ! -f "$ROOTFS/.edgelmm-rootfs" ]; then
     touch "$ROOTFS.partial/.edgelmm-rootfs"
     mv "$ROOTFS.partial" "$ROOTFS"
 fi
-[ "$(chroot "$ROOTFS" /usr/bin/uname -m)" = aarch64 ] || die "the root filesystem does not run as aarch64"
+MACHINE="$(chroot "$ROOTFS" /usr/bin/python3 -c 'import platform; print(platform.machine())')"
+[ "$MACHINE" = aarch64 ] || die "the root filesystem's python3 runs as '$MACHINE', not aarch64"
 
 # -- 3. bundles and the x86 reference ---------------------------------------------------------------------------
 SMOLLM2="$BUNDLES/smollm2-135m-$SMOLLM2_PRECISION"
@@ -88,7 +89,9 @@ log "building the kit"
 PYTHON="$PYTHON" "$HERE/build_kit.sh" --bundle "$SMOLLM2" --bundle "$VQA" --out "$CACHE/kit"
 KIT=/opt/edgelmm-kit
 rm -rf "$ROOTFS$KIT" "$ROOTFS/opt/check"
-cp -a "$CACHE/kit" "$ROOTFS$KIT"
+mkdir -p "$ROOTFS/opt"
+# Hard links where the cache and the root filesystem share a disk: the same files as a copy, without 1.3 GB of I/O.
+cp -al "$CACHE/kit" "$ROOTFS$KIT" 2> /dev/null || cp -a "$CACHE/kit" "$ROOTFS$KIT"
 cp -a "$WORK" "$ROOTFS/opt/check"
 
 cleanup() { umount "$ROOTFS/proc" 2> /dev/null || true; }
@@ -106,7 +109,7 @@ in_arm "$KIT/run.sh" smol-vqa --image /opt/check/scene.png --prompt "$VQA_PROMPT
     --threads "$THREADS" --json > "$WORK/arm-vqa.json" 2> "$WORK/arm-vqa.log" \
     || { cat "$WORK/arm-vqa.log" >&2; die "the kit's run.sh failed on aarch64 (smol-vqa)"; }
 log "aarch64: bench smoke run (timings discarded)"
-in_arm "$KIT/bench.sh" smol-vqa --tests img,pp16,tg4,e2e4 --reps 1 --warmup 0 --threads "$THREADS" --json \
+in_arm "$KIT/bench.sh" smol-vqa --tests img,pp8,tg2 --reps 1 --warmup 0 --threads "$THREADS" --json \
     --label "qemu-user emulation: not device speed" > "$WORK/arm-bench.json" 2> "$WORK/arm-bench.log" \
     || { cat "$WORK/arm-bench.log" >&2; die "the kit's bench.sh failed on aarch64"; }
 
@@ -128,7 +131,7 @@ for name in ("smollm2", "vqa"):
         print(f"  x86:     {x86['token_ids']}\n  aarch64: {arm['token_ids']}", file=sys.stderr)
 bench = json.loads((work / "arm-bench.json").read_text().splitlines()[-1])
 rows = [row["test"] for row in bench["rows"]]
-ok = bench["meta"]["arch"] == "aarch64" and rows == ["img", "pp16", "tg4", "e2e4"]
+ok = bench["meta"]["arch"] == "aarch64" and rows == ["img", "pp8", "tg2"]
 failed |= not ok
 print(f"[arm-check] bench record from aarch64: arch {bench['meta']['arch']}, onnxruntime "
       f"{bench['meta']['onnxruntime_version']}, providers {sorted(set(bench['meta']['providers'].values()))}, "

@@ -51,7 +51,9 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE/wheels" "$STAGE/bundles"
 
 echo "[kit] edgelmm wheel (runtime-only install requirements) from $REPO" >&2
-"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$STAGE/wheels" "$REPO" >&2
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$STAGE/wheels" "$REPO" > "$STAGE/wheel-build.log" 2>&1 \
+    || { cat "$STAGE/wheel-build.log" >&2; exit 1; }
+rm "$STAGE/wheel-build.log"
 WHEEL="$(ls "$STAGE"/wheels/edgelmm-*.whl)"
 
 # Pin the runtime dependencies to the builder's versions: the board then runs the numbers the host checked
@@ -84,7 +86,8 @@ NAMES=()
 for bundle in "${BUNDLES[@]}"; do
     name="$(basename "$(cd "$bundle" && pwd)")"
     echo "[kit] bundle $name" >&2
-    cp -a "$bundle" "$STAGE/bundles/$name"
+    # Hard links on the same disk (exports replace bundles by renaming, never in place), else a copy.
+    cp -al "$bundle" "$STAGE/bundles/$name" 2> /dev/null || cp -a "$bundle" "$STAGE/bundles/$name"
     NAMES+=("$name")
 done
 PROFILE_REL=""

@@ -100,7 +100,7 @@ def test_generate_ids_matches_generate(pipe):
 
 @pytest.mark.parametrize(
     ("ids", "pattern"),
-    [([], "1 <= length < 512"), ([[1, 2]], "1-D int"), ([0.5], "1-D int"), ([1, 10**6], "must lie in \\[0, ")],
+    [([], "1 <= length < 512"), ([[1, 2]], "1-D ints"), ([0.5], "1-D ints"), ([1, 10**6], "must lie in \\[0, ")],
 )
 def test_generate_ids_refuses_bad_ids(pipe, ids, pattern):
     with pytest.raises(InputError, match=pattern):

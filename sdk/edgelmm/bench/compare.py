@@ -77,6 +77,13 @@ def compare(records: Sequence[BenchRecord]) -> Comparison:
     return Comparison(labels_for(records), differs, rows)
 
 
+def _cell(row: BenchRow | None) -> str:
+    if row is None:
+        return "-"
+    rate = f" ({fmt_num(row.tok_s_median)})" if row.tokens else ""
+    return f"{fmt_num(row.median_ms)} ± {fmt_num(row.std_ms)}{rate}"
+
+
 def to_markdown(comparison: Comparison) -> str:
     labels = comparison.labels
     lines = [f"- baseline: {labels[0]}"]
@@ -85,11 +92,7 @@ def to_markdown(comparison: Comparison) -> str:
     ratios = " | ".join(f"{label} vs baseline" for label in labels[1:])
     lines += ["", f"| test | {header} | {ratios} |", "|---|" + "---:|" * (2 * len(labels) - 1)]
     for r in comparison.rows:
-        cells = [
-            f"{fmt_num(row.median_ms)} ± {fmt_num(row.std_ms)}" + (f" ({fmt_num(row.tok_s_median)})" if row.tokens else "")
-            if row else "-"
-            for row in r.rows
-        ]
+        cells = [_cell(row) for row in r.rows]
         speed = [f"{x:.2f}x" if x is not None else "-" for x in r.ratios()[1:]]
         lines.append(f"| {r.test} | " + " | ".join(cells + speed) + " |")
     lines.append("")

@@ -146,7 +146,8 @@ def stage_summary(row: BenchRow) -> str:
     """The stage medians worth reading in a table cell (e2e), e.g. "vision 4.1 ms, TTFT 120 ms, decode 51 tok/s"."""
     names = {"vision_ms": ("vision", "ms"), "ttft_ms": ("TTFT", "ms"), "prefill_tok_s": ("prefill", "tok/s"),
              "decode_tok_s": ("decode", "tok/s")}
-    return ", ".join(f"{label} {fmt_num(row.stages[k])} {unit}" for k, (label, unit) in names.items() if k in row.stages)
+    shown = [(label, unit, row.stages[k]) for k, (label, unit) in names.items() if k in row.stages]
+    return ", ".join(f"{label} {fmt_num(value)} {unit}" for label, unit, value in shown)
 
 
 def meta_lines(meta: BenchMeta) -> list[str]:
@@ -164,8 +165,9 @@ def meta_lines(meta: BenchMeta) -> list[str]:
 
 def to_markdown(record: BenchRecord) -> str:
     lines = [*(f"- {line}" for line in meta_lines(record.meta)), ""]
-    lines.append("| test | t (ms) mean ± std | median ms | tok/s mean ± std | median tok/s | peak RSS MB | stages (median) |")
-    lines.append("|---|---:|---:|---:|---:|---:|---|")
+    header = ("test", "t (ms) mean ± std", "median ms", "tok/s mean ± std", "median tok/s", "peak RSS MB",
+              "stages (median)")
+    lines += ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---:|---:|---|"]
     for row in record.rows:
         rate = f"{fmt_num(row.tok_s_mean)} ± {fmt_num(row.tok_s_std)}" if row.tokens else "-"
         lines.append(

@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -49,33 +50,13 @@ class BenchTest:
     """Image side in pixels (img) or tokens."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TestKind:
-    help: str
-    needs_vision: bool
-    needs_size: bool
-    """A bare name (``pp``) is refused; ``img`` and ``e2e`` have defaults."""
-
-
-TEST_KINDS: dict[str, TestKind] = {
-    "img": TestKind("vision encode of one image at the bundle's input size", needs_vision=True, needs_size=False),
-    "pp": TestKind("prefill of N synthetic tokens", needs_vision=False, needs_size=True),
-    "tg": TestKind("decode of N tokens, eos suppressed", needs_vision=False, needs_size=True),
-    "e2e": TestKind(f"image + prompt -> N tokens (default {E2E_TOKENS}), the whole generate call",
-                    needs_vision=False, needs_size=False),
-}
 DEFAULT_TESTS = ("img", "pp128", "tg64", "e2e")
 _NAME = re.compile(r"^(e2e|[a-z]+)(\d*)$")  # e2e is the one kind with a digit in its name
 
 
 def default_tests(pipe: Pipeline) -> str:
     """``img,pp128,tg64,e2e``, without ``img`` for a text-only bundle."""
-    return ",".join(t for t in DEFAULT_TESTS if pipe.manifest.has_vision or not TEST_KINDS[_kind(t)].needs_vision)
-
-
-def _kind(name: str) -> str:
-    match = _NAME.match(name)
-    return match.group(1) if match else name
+    return ",".join(t for t in DEFAULT_TESTS if pipe.manifest.has_vision or not t.startswith("img"))
 
 
 def parse_tests(text: str, pipe: Pipeline) -> list[BenchTest]:
@@ -176,16 +157,26 @@ def _check_length(test: BenchTest, got: int, want: int) -> None:
                          "does not fit the bundle's max context")
 
 
-def _inputs(pipe: Pipeline, test: BenchTest) -> object:
-    if test.kind == "pp":
-        return synthetic_ids(pipe, test.n)
-    if test.kind == "tg":
-        return synthetic_ids(pipe, 1)
+@dataclasses.dataclass(frozen=True, slots=True)
+class TestKind:
+    needs_vision: bool
+    needs_size: bool
+    """A bare name (``pp``) is refused; ``img`` and ``e2e`` have defaults."""
+    inputs: Callable[[Pipeline, BenchTest], Any]
+    """Builds the synthetic input once per test, outside the timed runs."""
+    run: Callable[[Pipeline, BenchTest, Any], Sample]
+
+
+def _image_or_none(pipe: Pipeline, test: BenchTest) -> Image.Image | None:
     return synthetic_image(pipe) if pipe.manifest.has_vision else None
 
 
-RUNNERS: dict[str, Callable[[Pipeline, BenchTest, object], Sample]] = {
-    "img": _run_img, "pp": _run_pp, "tg": _run_tg, "e2e": _run_e2e,
+TEST_KINDS: dict[str, TestKind] = {
+    "img": TestKind(needs_vision=True, needs_size=False, inputs=_image_or_none, run=_run_img),
+    "pp": TestKind(needs_vision=False, needs_size=True, inputs=lambda pipe, t: synthetic_ids(pipe, t.n), run=_run_pp),
+    # tg starts from a one-token prompt, as llama-bench's tg starts from an empty context
+    "tg": TestKind(needs_vision=False, needs_size=True, inputs=lambda pipe, t: synthetic_ids(pipe, 1), run=_run_tg),
+    "e2e": TestKind(needs_vision=False, needs_size=False, inputs=_image_or_none, run=_run_e2e),
 }
 
 
@@ -200,10 +191,11 @@ def run_tests(
     total, done = len(tests) * (reps + warmup), 0
     rows = []
     for test in tests:
-        inputs, run = _inputs(pipe, test), RUNNERS[test.kind]
+        kind = TEST_KINDS[test.kind]
+        inputs = kind.inputs(pipe, test)
         samples = []
         for i in range(warmup + reps):
-            sample = run(pipe, test, inputs)
+            sample = kind.run(pipe, test, inputs)
             if i >= warmup:
                 samples.append(sample)
             done += 1

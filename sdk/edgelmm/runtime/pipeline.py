@@ -166,7 +166,7 @@ class Pipeline:
         ids = np.asarray(prompt_ids)
         vocab, limit = self.manifest.model.vocab_size, self.manifest.text.max_context
         if ids.ndim != 1 or ids.dtype.kind not in "iu" or not 1 <= ids.shape[0] < limit:
-            raise InputError(f"prompt_ids must be a 1-D int sequence, 1 <= length < {limit}; got {ids.dtype} {ids.shape}")
+            raise InputError(f"prompt_ids must be 1-D ints, 1 <= length < {limit}; got {ids.dtype} {ids.shape}")
         if ids.min() < 0 or ids.max() >= vocab:
             raise InputError(f"prompt_ids must lie in [0, {vocab}); got {ids.min()}..{ids.max()}")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
