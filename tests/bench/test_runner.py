@@ -132,7 +132,9 @@ PI5_CPUINFO = "".join(
 
 
 def test_cpu_info_names_x86_and_arm_cores():
-    assert cpu_info("processor\t: 0\nmodel name\t: AMD EPYC 9R14\n") == "AMD EPYC 9R14"
+    x86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
+    assert cpu_info(x86, "x86_64") == "AMD EPYC 9R14"
+    assert cpu_info(x86, "aarch64") == "AMD EPYC 9R14 (x86 host seen from emulated aarch64)"
     assert cpu_info(PI5_CPUINFO) == "4x Cortex-A76"
     big_little = PI5_CPUINFO.replace("0xd0b", "0xd05", 2)
     assert cpu_info(big_little) == "2x Cortex-A55 + 2x Cortex-A76"

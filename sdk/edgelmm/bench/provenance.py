@@ -26,8 +26,13 @@ ARM_PARTS: dict[tuple[str, str], str] = {
 }
 
 
-def cpu_info(cpuinfo: str | None = None) -> str:
-    """A human name for the CPU: x86 "model name", or ARM cores counted by type ("4x Cortex-A76")."""
+def cpu_info(cpuinfo: str | None = None, machine: str | None = None) -> str:
+    """A human name for the CPU: x86 "model name", or ARM cores counted by type ("4x Cortex-A76").
+
+    Under qemu-user an ARM process reads the x86 host's /proc/cpuinfo: the name then says so, since such a record's
+    timings describe an emulator, not a device.
+    """
+    machine = machine or platform.machine()
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -39,7 +44,9 @@ def cpu_info(cpuinfo: str | None = None) -> str:
         if sep:
             fields.setdefault(key.strip().lower(), []).append(value.strip())
     if fields.get("model name"):
-        return fields["model name"][0]
+        name = fields["model name"][0]
+        emulated = fields.get("vendor_id") and machine.lower().startswith(("aarch64", "arm"))
+        return f"{name} (x86 host seen from emulated {machine})" if emulated else name
     implementers, parts = fields.get("cpu implementer", []), fields.get("cpu part", [])
     if parts and len(implementers) == len(parts):
         counts: dict[str, int] = {}
