@@ -84,9 +84,13 @@ LABEL="$DEVICE${SOC:+ ($SOC)}, Android $ANDROID, Termux proot $DISTRO"
 log "device $SERIAL: $LABEL"
 
 # -- Termux over adb forward ----------------------------------------------------------------------------------------
-adb_s forward "tcp:$PORT" tcp:8022 > /dev/null
-cleanup() { adb_s forward --remove "tcp:$PORT" > /dev/null 2>&1 || true; }
+TMP_TAR=""
+cleanup() {
+    adb_s forward --remove "tcp:$PORT" > /dev/null 2>&1 || true
+    [ -z "$TMP_TAR" ] || rm -f "$TMP_TAR"
+}
 trap cleanup EXIT
+adb_s forward "tcp:$PORT" tcp:8022 > /dev/null
 termux() {  # run a bash command line inside the proot Debian, as Termux's sshd user
     "$SSH" -p "$PORT" -o StrictHostKeyChecking=accept-new -o BatchMode=yes localhost \
         "proot-distro login $DISTRO --bind /sdcard:/sdcard -- bash -c $(printf '%q' "$1")"
@@ -101,10 +105,12 @@ if [ -n "$BUNDLE" ]; then
     args=(--bundle "$BUNDLE" --out "$KIT" --tar)
     [ -z "$PROFILE" ] || args+=(--profile "$PROFILE")
     KIT_PYTHON_VERSION="$PY_VERSION" "$REPO/runtimes/linux-aarch64/build_kit.sh" "${args[@]}"
+    KIT="$KIT.tar"
 fi
 if [ -d "$KIT" ]; then
     [ -f "$KIT/kit.env" ] || die "'$KIT' is not a kit (no kit.env)"
-    TAR="$(mktemp --suffix=.tar)"
+    TMP_TAR="$(mktemp --suffix=.tar)"
+    TAR="$TMP_TAR"
     tar -C "$(dirname "$KIT")" -cf "$TAR" "$(basename "$KIT")"
     KIT_NAME="$(basename "$KIT")"
 else

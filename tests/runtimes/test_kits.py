@@ -91,6 +91,20 @@ def test_kit_refuses_unknown_bundles_and_the_wrong_machine(kit):
         assert code == 2 and "this kit holds aarch64 wheels; this machine is" in err
 
 
+def test_build_kit_refuses_bad_arguments_before_building(tmp_path):
+    script = str(RUNTIMES / "linux-aarch64" / "build_kit.sh")
+    proc = subprocess.run([script], capture_output=True, text=True)
+    assert proc.returncode == 2 and "build_kit.sh --bundle" in proc.stdout
+    proc = subprocess.run([script, "--bundle", str(tmp_path), "--out", str(tmp_path / "kit")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "is not a bundle (no manifest.json)" in proc.stderr
+    (tmp_path / "manifest.json").write_text("{}")
+    proc = subprocess.run([script, "--bundle", str(tmp_path), "--profile", "no-such-device", "--out",
+                           str(tmp_path / "kit")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "neither a file nor device_profiles/no-such-device.yaml" in proc.stderr
+    assert not (tmp_path / "kit").exists() and not (tmp_path / "kit.partial").exists()
+
+
 # -- Android runner against a fake adb ---------------------------------------------------------------------------------
 
 FAKE = """#!{python}
