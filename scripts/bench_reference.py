@@ -7,6 +7,8 @@ KV-cache feeds, and times prefill of N random ids (token_embedding + decoder, em
 steps with time.perf_counter(). The parent interleaves, round by round, a fresh ``edgelmm bench --tests ppN,tgM``
 process and a fresh child (A B A B ...), each with the same threads, and prints per-round medians, the median over
 rounds and the ratio. Agreement within the machine's noise says bench times what it claims to.
+``--inprocess PAIRS`` times pp<N> both ways in one process instead (edgelmm's Pipeline against plain sessions,
+alternating A B / B A), which isolates the harness's own overhead.
 """
 
 from __future__ import annotations
@@ -68,6 +70,39 @@ def child(bundle: Path, pp: int, tg: int, reps: int, threads: int) -> dict[str, 
     return times
 
 
+def inprocess_pp(bundle: Path, pp: int, pairs: int, threads: int) -> dict[str, list[float]]:
+    """pp<N> through edgelmm's Pipeline and through plain sessions in ONE process, alternating A B / B A per pair:
+    separates the harness's own cost from process-to-process and order effects on a noisy machine."""
+    from edgelmm.bench.runner import GREEDY, synthetic_ids
+    from edgelmm.runtime import Pipeline
+
+    pipe = Pipeline.load(bundle, threads=threads)
+    ids = synthetic_ids(pipe, pp)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    embed = session(bundle / manifest["graphs"]["token_embedding"]["file"], threads)
+    decoder = session(bundle / manifest["graphs"]["decoder"]["file"], threads)
+    kv = manifest["kv_cache"]
+    past = [kv[k].format(layer=i) for i in range(kv["num_layers"]) for k in ("past_key", "past_value")]
+    empty = np.zeros((1, kv["num_kv_heads"], 0, kv["head_dim"]), np.float32)
+
+    def plain() -> float:
+        start = time.perf_counter()
+        x = embed.run(["inputs_embeds"], {"input_ids": np.asarray(ids, np.int64)[None]})[0]
+        decoder.run(["logits"], {"inputs_embeds": x, "attention_mask": np.ones((1, pp), np.int64),
+                                 "position_ids": np.arange(pp, dtype=np.int64)[None], **dict.fromkeys(past, empty)})
+        return (time.perf_counter() - start) * 1e3
+
+    def edge() -> float:
+        return pipe.generate_ids(ids, config=GREEDY, max_new_tokens=1, ignore_eos=True).metrics.prefill_ms
+
+    plain(), edge()  # warmup
+    times: dict[str, list[float]] = {"edgelmm": [], "plain": []}
+    for i in range(2 * pairs):
+        for name, fn in (("edgelmm", edge), ("plain", plain))[:: 1 if i % 2 else -1]:
+            times[name].append(fn())
+    return times
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bundle", required=True, type=Path)
@@ -76,8 +111,16 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--inprocess", type=int, default=0, metavar="PAIRS",
+                   help="instead: pp<N> through edgelmm and plain sessions in one process, PAIRS x (A B, B A)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.inprocess:
+        times = inprocess_pp(args.bundle, args.pp, args.inprocess, args.threads)
+        for name, values in times.items():
+            print(f"{name:8} pp{args.pp} median {statistics.median(values):.1f} ms  {[round(v) for v in values]}")
+        print(json.dumps({"ratio": statistics.median(times["edgelmm"]) / statistics.median(times["plain"]), **times}))
+        return 0
     if args.child:
         print(json.dumps(child(args.bundle, args.pp, args.tg, args.reps, args.threads)))
         return 0
