@@ -217,22 +217,48 @@ class Pipeline:
             raise InputError(f"{len(images)} images given; the limit is {MAX_IMAGES_PER_PROMPT} per prompt")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
         with self._lock:
-            return self._generate(prompt, images, spec, stream, chat)
+            start = time.perf_counter()
+            tiles = self.prepare_images(images) if images else []
+            ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
+            return self._generate(ids, tiles, spec, stream, start)
+
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int | None = None,
+        stream: StreamCallback | None = None,
+        config: GenerationSpec | None = None,
+        **options: Any,
+    ) -> Result:
+        """Continue raw token ids: no chat template, no tokenization, no images (benchmarks feed exact ids).
+
+        ``prompt_ids``: ints in [0, vocab), 1 <= len < max_context. ``ignore_eos=True`` (a generation option)
+        generates exactly ``max_new_tokens``, as ``edgelmm bench``'s pp<N> / tg<N> tests need.
+        """
+        ids = np.asarray(prompt_ids)
+        vocab, limit = self.manifest.model.vocab_size, self.max_context
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not 1 <= ids.shape[0] < limit:
+            raise InputError(f"prompt_ids must be 1-D ints, 1 <= length < {limit}; got {ids.dtype} {ids.shape}")
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise InputError(f"prompt_ids must lie in [0, {vocab}); got {ids.min()}..{ids.max()}")
+        spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
+        with self._lock:
+            prompt = PromptIds(ids.astype(np.int64), ())
+            return self._generate(prompt, [], spec, stream, time.perf_counter())
 
     def _generate(
-        self, prompt: Any, images: list[ImageInput], spec: GenerationSpec, stream: StreamCallback | None, chat: bool
+        self, ids: PromptIds, tiles: list[ImageTiles], spec: GenerationSpec, stream: StreamCallback | None, t0: float
     ) -> Result:
-        metrics = self._load_metrics(len(images))
-        t0 = time.perf_counter()
-        tiles = self.prepare_images(images) if images else []
-        ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
+        """Encode images, prefill, decode. ``t0``: perf_counter() at the call, the origin of TTFT."""
+        metrics = self._load_metrics(len(tiles))
         room = self.max_context - len(ids)
         if room < 1:  # the bundle's own cap is checked by the prompt builder; this is the profile's lower one
             owner = f"profile '{self.profile.name}'" if self.profile else "this pipeline"
             raise InputError(f"prompt is {len(ids)} tokens; {owner} allows a context of {self.max_context}"
                              " (max_context), leaving no room to generate")
         features = None
-        if images:
+        if tiles:
             t1 = time.perf_counter()
             features = self.encode_images(tiles)
             metrics.vision_ms = (time.perf_counter() - t1) * 1e3
