@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import enum
 import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping
@@ -78,7 +79,17 @@ class GenerationSpec:
     """Seed for sampling; None draws one from the OS."""
 
     def __post_init__(self) -> None:
-        problems = []
+        # Options also arrive as Python keyword arguments (dataclasses.replace skips from_dict): check types first.
+        problems = _coerce(self, int, ("max_new_tokens", "top_k")) + _coerce(
+            self, float, ("temperature", "top_p", "repetition_penalty"))
+        if self.seed is not None:
+            problems += _coerce(self, int, ("seed",))
+        if isinstance(self.stop, list):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) for s in self.stop):
+            problems.append(f"stop must be a list of strings, got {self.stop!r:.60}")
+        if problems:
+            raise SpecError("invalid generation options: " + "; ".join(problems))
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
@@ -91,12 +102,27 @@ class GenerationSpec:
             problems.append(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty}")
         if any(not s for s in self.stop):
             problems.append("stop strings must not be empty")
+        if self.seed is not None and self.seed < 0:
+            problems.append(f"seed must be >= 0, got {self.seed}")
         if problems:
             raise SpecError("invalid generation options: " + "; ".join(problems))
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def _coerce(spec: Any, kind: type, names: tuple[str, ...]) -> list[str]:
+    """Normalise numeric fields of a frozen spec to plain int/float (numpy scalars included); report wrong types."""
+    problems = []
+    for name in names:
+        value = getattr(spec, name)
+        wanted = numbers.Integral if kind is int else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            problems.append(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r:.40}")
+        else:
+            object.__setattr__(spec, name, kind(value))
+    return problems
 
 
 # ----------------------------------------------------------------------------------------------------------------

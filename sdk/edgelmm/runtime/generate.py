@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from edgelmm.runtime.manifest import KVCacheSpec
 from edgelmm.runtime.sampling import choose_token
+from edgelmm.runtime.sessions import graph_errors
 from edgelmm.runtime.tokenizer import Tokenizer
 from edgelmm.specs import GenerationSpec
 
@@ -59,7 +60,8 @@ class Decoder:
             "position_ids": ort.OrtValue.ortvalue_from_numpy(np.arange(self.length, total, dtype=np.int64)[None]),
         }
         feed.update(zip(self._past_names, self._past))
-        outputs = self.session.run_with_ort_values(self._outputs, feed)
+        with graph_errors("decoder"):
+            outputs = self.session.run_with_ort_values(self._outputs, feed)
         self._past = outputs[1:]
         self.length = total
         return np.asarray(outputs[0].numpy()[0, -1], dtype=np.float32)

@@ -18,17 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from edgelmm.errors import InputError, SpecError
+from edgelmm.errors import BundleError, InputError, SpecError
 from edgelmm.runtime.generate import Decoder, StreamCallback, token_loop
 from edgelmm.runtime.manifest import Manifest, load_bundle, safe_path
 from edgelmm.runtime.metrics import Metrics, peak_rss_mb
 from edgelmm.runtime.preprocess import ImageInput, preprocess
-from edgelmm.runtime.prompt import Message, PromptBuilder, PromptIds
-from edgelmm.runtime.sessions import GraphSession, SessionConfig, open_cpu_session
+from edgelmm.runtime.prompt import MAX_IMAGES_PER_PROMPT, Message, PromptBuilder, PromptIds
+from edgelmm.runtime.sessions import GraphSession, SessionConfig, graph_errors, open_cpu_session
 from edgelmm.runtime.tokenizer import Tokenizer
 from edgelmm.specs import GenerationSpec, GraphRole
 
-MAX_IMAGES_PER_PROMPT = 16
+MAX_THREADS = 256  # intra-op threads per session; more is a typo, and each one is a real OS thread
 
 
 @dataclasses.dataclass(slots=True)
@@ -52,18 +52,50 @@ class Result:
         }
 
 
-class Pipeline:
-    """A loaded bundle. ``generate`` calls are serialised by a lock: one KV cache, one sequence at a time."""
+def load_prompt_builder(root: Path, manifest: Manifest) -> PromptBuilder:
+    """The bundle's tokenizer and chat template, cross-checked against the manifest (ids inside the model's vocab)."""
+    tokenizer = Tokenizer(safe_path(root, manifest.text.tokenizer_file))
+    text, vocab, name = manifest.text, manifest.model.vocab_size, manifest.text.tokenizer_file
+    problems = []
+    if tokenizer.vocab_size > vocab:
+        problems.append(f"it has {tokenizer.vocab_size} tokens but the model's vocab_size is {vocab}")
+    ids = {"eos_token_ids": text.eos_token_ids, "bos_token_id": (text.bos_token_id,),
+           "pad_token_id": (text.pad_token_id,), "image_token_id": (text.image_token_id,)}
+    problems += [f"text.{k} {i} is outside the vocab" for k, v in ids.items() for i in v if i is not None and
+                 not 0 <= i < vocab]
+    if text.image_token is not None and tokenizer.token_to_id(text.image_token) != text.image_token_id:
+        problems.append(f"image_token {text.image_token!r:.30} is id {tokenizer.token_to_id(text.image_token)}, "
+                        f"manifest says {text.image_token_id}")
+    if problems:
+        raise BundleError(f"tokenizer file '{name}' does not match the manifest: " + "; ".join(problems))
+    prompts = PromptBuilder(text, tokenizer, has_vision=manifest.has_vision)
+    try:  # the chat template must render a plain turn (in time): a broken one fails here, not at the first question
+        prompts.build("Hello", 1 if manifest.has_vision else 0)
+    except InputError:
+        pass  # a template may refuse some conversation shapes (raise_exception): that is the caller's to fix
+    return prompts
 
-    def __init__(self, root: Path, manifest: Manifest, sessions: dict[GraphRole, GraphSession], load_ms: float) -> None:
+
+class Pipeline:
+    """A loaded bundle. ``generate`` calls are serialised by a lock: one KV cache, one sequence at a time.
+
+    Threads may share a pipeline: concurrent calls wait for each other and each gets the result it would have got
+    alone. A stream callback must not call generate() on the same pipeline (refused with an InputError).
+    """
+
+    def __init__(self, root: Path, manifest: Manifest, sessions: dict[GraphRole, GraphSession], load_ms: float, *,
+                 prompts: PromptBuilder | None = None) -> None:
         self.root = root
         self.manifest = manifest
         self.sessions = sessions
         self.load_ms = load_ms
-        self.tokenizer = Tokenizer(safe_path(root, manifest.text.tokenizer_file))
-        self.prompts = PromptBuilder(manifest.text, self.tokenizer, has_vision=manifest.has_vision)
+        self.prompts = prompts or load_prompt_builder(root, manifest)
+        self.tokenizer = self.prompts.tokenizer
         self.decoder = Decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, manifest.model.hidden_size)
         self._lock = threading.Lock()
+        """Serialises generate(): one decoder KV cache per pipeline. Encode/embed calls need no lock (sessions are
+        thread-safe); build one Pipeline per concurrent conversation for parallelism."""
+        self._owner: int | None = None
 
     @classmethod
     def load(
@@ -81,12 +113,16 @@ class Pipeline:
         """
         if profile is not None:
             raise SpecError("device profiles are not supported by this runtime yet; pass profile=None")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or
+                                    not 0 <= threads <= MAX_THREADS):
+            raise SpecError(f"threads must be an integer in [0, {MAX_THREADS}] (0: onnxruntime's default), got {threads!r:.20}")
         start = time.perf_counter()
         root = Path(bundle_dir)
         manifest = load_bundle(root, check_hashes=check_hashes)
+        prompts = load_prompt_builder(root, manifest)  # tokenizer and chat template are checked before any session
         config = SessionConfig(intra_op_threads=threads or 0)
         sessions = {role: open_cpu_session(safe_path(root, g.file), config) for role, g in manifest.graphs.items()}
-        return cls(root, manifest, sessions, (time.perf_counter() - start) * 1e3)
+        return cls(root, manifest, sessions, (time.perf_counter() - start) * 1e3, prompts=prompts)
 
     @property
     def providers(self) -> dict[str, str]:
@@ -100,12 +136,14 @@ class Pipeline:
             raise InputError("this bundle has no vision encoder")
         pixels = preprocess(list(images), self.manifest.preprocess)
         session = self.sessions[GraphRole.VISION_ENCODER].session
-        return session.run(["image_features"], {"pixel_values": pixels})[0]
+        with graph_errors(GraphRole.VISION_ENCODER):
+            return session.run(["image_features"], {"pixel_values": pixels})[0]
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """int64 ids [S] -> float32 inputs_embeds [1, S, hidden]."""
         session = self.sessions[GraphRole.TOKEN_EMBEDDING].session
-        return session.run(["inputs_embeds"], {"input_ids": np.asarray(ids, dtype=np.int64)[None]})[0]
+        with graph_errors(GraphRole.TOKEN_EMBEDDING):
+            return session.run(["inputs_embeds"], {"input_ids": np.asarray(ids, dtype=np.int64)[None]})[0]
 
     def prompt_embeds(self, prompt: PromptIds, features: np.ndarray | None) -> np.ndarray:
         """Token embeddings with each image's visual features written into its slots: float32 [1, S, hidden]."""
@@ -118,6 +156,8 @@ class Pipeline:
 
     def generation_spec(self, config: GenerationSpec | None = None, **options: Any) -> GenerationSpec:
         """The bundle's default generation settings, overridden by ``config`` and then by keyword options."""
+        if config is not None and not isinstance(config, GenerationSpec):
+            raise SpecError(f"config must be a GenerationSpec, got {type(config).__name__}")
         spec = config or self.manifest.generation
         options = {k: v for k, v in options.items() if v is not None}
         if "stop" in options and isinstance(options["stop"], str):
@@ -140,12 +180,22 @@ class Pipeline:
         **options: Any,
     ) -> Result:
         """Answer ``prompt`` about ``images``; greedy unless temperature > 0 (see GenerationSpec for options)."""
+        if stream is not None and not callable(stream):
+            raise InputError(f"stream must be a callable taking each new piece of text, got {type(stream).__name__}")
+        if images is not None and (isinstance(images, str | bytes) or not isinstance(images, Sequence)):
+            raise InputError(f"images must be a list, got {type(images).__name__}")
         images = list(images or [])
         if len(images) > MAX_IMAGES_PER_PROMPT:
             raise InputError(f"{len(images)} images given; the limit is {MAX_IMAGES_PER_PROMPT} per prompt")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
+        if self._owner == threading.get_ident():  # re-entry from a stream callback would deadlock on the lock
+            raise InputError("generate() was called from its own stream callback; call it after the first returns")
         with self._lock:
-            return self._generate(prompt, images, spec, stream, chat)
+            self._owner = threading.get_ident()
+            try:
+                return self._generate(prompt, images, spec, stream, chat)
+            finally:
+                self._owner = None
 
     def _generate(
         self, prompt: Any, images: list[ImageInput], spec: GenerationSpec, stream: StreamCallback | None, chat: bool

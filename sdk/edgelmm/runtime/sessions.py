@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from edgelmm.errors import BundleIntegrityError, ProviderError
+from edgelmm.errors import BundleIntegrityError, GraphRunError, ProviderError
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,7 +36,7 @@ def session_options(config: SessionConfig) -> ort.SessionOptions:
     so.inter_op_num_threads = config.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only: onnxruntime's warnings are not the user's business
+    so.log_severity_level = 4  # fatal only: its errors reach the user as one-line exceptions, not as stderr logs
     return so
 
 
@@ -47,3 +50,21 @@ def open_cpu_session(path: Path, config: SessionConfig) -> GraphSession:
             raise BundleIntegrityError(f"graph '{path.name}' cannot be loaded by onnxruntime: {message}") from None
         raise ProviderError(f"CPUExecutionProvider failed to create a session for '{path.name}': {message}") from None
     return GraphSession(session=session, provider=session.get_providers()[0])
+
+
+_ORT_ERRORS = tuple(
+    getattr(_ort_state, name)
+    for name in ("Fail", "InvalidArgument", "RuntimeException", "NotImplemented", "InvalidGraph", "EPFail",
+                 "EngineError", "NoSuchFile")
+    if hasattr(_ort_state, name)
+)
+
+
+@contextlib.contextmanager
+def graph_errors(name: str) -> Iterator[None]:
+    """Turn an onnxruntime failure while running graph ``name`` into a one-line GraphRunError naming the graph."""
+    try:
+        yield
+    except (*_ORT_ERRORS, RuntimeError) as exc:
+        message = str(exc).split("\n")[0][:300]
+        raise GraphRunError(f"graph '{name}' failed while running: {message}") from None
