@@ -11,6 +11,7 @@ import difflib
 import enum
 import math
 import numbers
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 from edgelmm.errors import SpecError
 
 T = TypeVar("T")
+MAX_PROBLEMS = 12
+"""A message lists this many problems and counts the rest (a list of a million wrong items makes one line)."""
 
 SPEC = dict(frozen=True, slots=True, kw_only=True)
 
@@ -87,7 +90,7 @@ class GenerationSpec:
         if isinstance(self.stop, list):
             object.__setattr__(self, "stop", tuple(self.stop))
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) for s in self.stop):
-            problems.append(f"stop must be a list of strings, got {self.stop!r:.60}")
+            problems.append(f"stop must be a list of strings, got {_short(self.stop)}")
         if problems:
             raise SpecError("invalid generation options: " + "; ".join(problems))
         if self.max_new_tokens < 1:
@@ -110,6 +113,16 @@ class GenerationSpec:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 60, 60
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 4
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a hostile value (a YAML alias bomb, a 10 MB string) must not be rendered whole."""
+    return _REPR.repr(value)[:80]
 
 
 def _coerce(spec: Any, kind: type, names: tuple[str, ...]) -> list[str]:
@@ -140,7 +153,9 @@ def from_dict(cls: type[T], data: Any, *, where: str = "") -> T:
     value = _convert(cls, data, "", problems)
     if problems:
         prefix = f"{where}: " if where else ""
-        raise SpecError(f"{prefix}{len(problems)} problem(s): " + "; ".join(problems))
+        more = len(problems) - MAX_PROBLEMS
+        shown = problems[:MAX_PROBLEMS] + ([f"... and {more} more"] if more > 0 else [])
+        raise SpecError(f"{prefix}{len(problems)} problem(s): " + "; ".join(shown))
     return value
 
 
@@ -160,7 +175,8 @@ def to_dict(spec: Any) -> Any:
 def _path(parent: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{parent}[{key}]"
-    return f"{parent}.{key}" if parent else str(key)
+    key = str(key)[:40]
+    return f"{parent}.{key}" if parent else key
 
 
 def _type_name(tp: Any) -> str:
@@ -188,12 +204,12 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:  # noq
             out = _convert(arg, value, path, trial)
             if not trial:
                 return out
-        problems.append(f"{label}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r:.60}")
+        problems.append(f"{label}: expected {' or '.join(_type_name(a) for a in args)}, got {_short(value)}")
         return None
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            problems.append(f"{label}: {value!r:.60} is not allowed; valid: {', '.join(map(repr, allowed))}")
+            problems.append(f"{label}: {_short(value)} is not allowed; valid: {', '.join(map(repr, allowed))}")
         return value
     if origin in (tuple, list):
         args = typing.get_args(tp)
@@ -223,26 +239,26 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:  # noq
             return tp(value)
         except (ValueError, TypeError):
             valid = ", ".join(str(m.value) for m in tp)
-            close = difflib.get_close_matches(str(value), [str(m.value) for m in tp], n=1)
+            close = difflib.get_close_matches(_short(value).strip("'"), [str(m.value) for m in tp], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            problems.append(f"{label}: {value!r:.60} is not valid; valid: {valid}{hint}")
+            problems.append(f"{label}: {_short(value)} is not valid; valid: {valid}{hint}")
             return None
     if tp is bool:
         if not isinstance(value, bool):
-            problems.append(f"{label}: expected true/false, got {value!r:.60}")
+            problems.append(f"{label}: expected true/false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{label}: expected an integer, got {value!r:.60}")
+            problems.append(f"{label}: expected an integer, got {_short(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(f"{label}: expected a number, got {value!r:.60}")
+            problems.append(f"{label}: expected a number, got {_short(value)}")
             return value
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            problems.append(f"{label}: expected a string, got {value!r:.60}")
+            problems.append(f"{label}: expected a string, got {_short(value)}")
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
         problems.append(f"{label}: expected {_type_name(tp)}, got {type(value).__name__}")

@@ -20,7 +20,8 @@ def ctx(tiny_bundle, tiny_lm_bundle, tmp_path_factory):
 def test_registry_is_keyed_by_name_and_covers_every_loader():
     assert all(t.name == key and t.what for key, t in FUZZ_TARGETS.items())
     assert {"manifest-json", "manifest-dict", "bundle", "onnx-graph", "tokenizer-json", "prompt", "chat-template",
-            "image-bytes", "image-array", "image-object", "image-path", "cli-run", "generate-options"} <= set(FUZZ_TARGETS)
+            "image-bytes", "image-array", "image-object", "image-path", "spec-yaml", "cli-run",
+            "generate-options"} <= set(FUZZ_TARGETS)
 
 
 @pytest.mark.parametrize("name", list(FUZZ_TARGETS))

@@ -22,7 +22,8 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
-from edgelmm.errors import EdgelmmError
+from edgelmm import strict_yaml
+from edgelmm.errors import EdgelmmError, SpecError
 from edgelmm.runtime.manifest import MANIFEST_NAME, parse_manifest, read_manifest
 from edgelmm.runtime.onnx_proto import check_graph_file
 from edgelmm.runtime.pipeline import Pipeline
@@ -30,7 +31,7 @@ from edgelmm.runtime.preprocess import load_image, preprocess
 from edgelmm.runtime.prompt import MAX_PROMPT_CHARS, PromptBuilder
 from edgelmm.runtime.sessions import SessionConfig, open_cpu_session
 from edgelmm.runtime.tokenizer import Tokenizer
-from edgelmm.specs import GraphRole, to_dict
+from edgelmm.specs import GenerationSpec, GraphRole, from_dict, to_dict
 from edgelmm.testing import strategies as s
 from edgelmm.testing.fuzz import FuzzTarget
 
@@ -350,6 +351,19 @@ def _tokenizer_cases(ctx: FuzzContext) -> Any:
     return st.one_of(s.mutated_bytes([raw]), mutated_doc)
 
 
+# -- YAML spec files (the path every profile / recipe loader shares) ---------------------------------------------
+
+
+def _spec_yaml(ctx: FuzzContext, data: bytes) -> Any:
+    """strict_yaml.load + from_dict: what a device-profile or recipe loader does, on a spec that exists today."""
+    return from_dict(GenerationSpec, strict_yaml.load(data, where="generation.yaml", error=SpecError),
+                     where="generation.yaml")
+
+
+def _spec_yaml_seed(ctx: FuzzContext) -> dict[str, Any]:
+    return to_dict(GenerationSpec(max_new_tokens=32, temperature=0.7, top_k=40, top_p=0.9, stop=("\n\n",), seed=1))
+
+
 # -- `edgelmm run` argv -------------------------------------------------------------------------------------------
 
 RUN_FLAGS = ("--bundle", "--image", "--prompt", "--max-new-tokens", "--json", "--threads", "--temperature", "--top-k",
@@ -461,6 +475,9 @@ FUZZ_TARGETS: dict[str, FuzzTarget] = {
                    seeds=_graph_seeds, from_bytes=True),
         FuzzTarget("tokenizer-json", _tokenizer, _tokenizer_cases, "mutated tokenizer.json -> Tokenizer + encode",
                    seeds=lambda ctx: [(ctx.bundle / "tokenizer.json").read_bytes()], from_bytes=True),
+        FuzzTarget("spec-yaml", _spec_yaml, lambda ctx: s.yaml_cases(_spec_yaml_seed(ctx)),
+                   "YAML spec text -> strict_yaml.load + from_dict (the device-profile / recipe path)",
+                   seeds=lambda ctx: [t.encode("utf-8", "surrogatepass") for t in s.YAML_ATTACKS], from_bytes=True),
         FuzzTarget("cli-run", _cli, _cli_cases, "`edgelmm run` argv -> exit code + one stderr line"),
         FuzzTarget("generate-options", _options, _options_cases, "Pipeline.generate(**options)"),
     )

@@ -119,6 +119,29 @@ def mutated_json(doc: Any, max_ops: int = 4) -> st.SearchStrategy[Any]:
     return json_ops(max_ops).map(lambda ops: apply_json_ops(doc, ops))
 
 
+# -- YAML spec files ----------------------------------------------------------------------------------------------
+
+YAML_ATTACKS = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b]\n",
+    "!!python/object/apply:os.system [echo pwned]\n", "a: !!binary aGVsbG8=\n", "a: 1\na: 2\n", "<<: {a: 1}\n",
+    "a: .nan\n", "a: .inf\n", "a: 0x10\n", "a: 1_000\n", "a: [no, yes, on, off]\n", "a: 2024-01-01\n",
+    "? [a, b]\n: 1\n", "\ufeffa: 1\n", "a:\n\t- 1\n", "---\na: 1\n---\nb: 2\n", "a: \"\\ud800\"\n", "[" * 2000,
+    "a: " + "9" * 5000 + "\n", "%YAML 1.1\n---\na: 1\n",
+)
+"""Alias bomb, python tags, duplicate keys, merge keys, NaN, YAML 1.1 booleans (the Norway problem), complex keys,
+BOM, tabs, multiple documents, surrogate escapes, deep nesting, a 5000-digit integer, directives."""
+
+
+def yaml_cases(doc: Any) -> st.SearchStrategy[bytes]:
+    """YAML text for a spec loader: the seed document mutated then dumped, its text byte-mutated, and attacks."""
+    import yaml
+
+    dumped = mutated_json(doc).map(lambda d: yaml.safe_dump(d, allow_unicode=True).encode("utf-8", "surrogatepass"))
+    text = yaml.safe_dump(doc).encode()
+    attacks = st.sampled_from(YAML_ATTACKS).map(lambda t: t.encode("utf-8", "surrogatepass"))
+    return st.one_of(dumped, mutated_bytes([text], fix_png_crc=False), attacks)
+
+
 # -- bytes --------------------------------------------------------------------------------------------------------
 
 BYTE_MUTATIONS = ("flip", "set", "int32", "insert", "delete", "truncate", "duplicate")
