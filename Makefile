@@ -8,7 +8,7 @@ export EDGELMM_CACHE := $(CURDIR)/.cache/edgelmm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo clean fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: $(STAMP)
 	@test -f bundles/smol-vqa/manifest.json || $(PY) -m edgelmm export --model smol-vqa --out bundles/smol-vqa
 	$(PY) -m edgelmm run --bundle bundles/smol-vqa --image demos/examples/scene.png \
 		--prompt "What shapes and colours are in this picture?" --max-new-tokens 32
+
+fuzz: $(STAMP)  # 10,000 generated cases per loader; the table in docs/reliability.md
+	nice -n 19 $(PY) -m edgelmm.testing.fuzz
 
 clean:
 	rm -rf $(VENV) .cache bundles .pytest_cache

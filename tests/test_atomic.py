@@ -54,8 +54,9 @@ def previous(tmp_path):
 @pytest.mark.parametrize("kill_at", ["mid-file", "before-marker", "before-publish"])
 def test_sigkill_at_every_stage_keeps_the_previous_version(previous, kill_at):
     parent = previous.parent
-    sigkill_when([sys.executable, "-c", WRITER, str(previous), kill_at],
-                 lambda: any(parent.glob(".ckpt.partial-*/READY")))
+    sigkill_when(
+        [sys.executable, "-c", WRITER, str(previous), kill_at], lambda: any(parent.glob(".ckpt.partial-*/READY"))
+    )
     assert load(previous) == 1
     visible = [p.name for p in parent.iterdir() if not p.name.startswith(".")]
     assert visible == ["ckpt"]  # the stage is hidden: nothing half-written under a loadable name

@@ -89,9 +89,13 @@ def unsafe_loads(source, label):
             module, attr, call = aliases.get(node.value.id), node.attr, calls.get(id(node))
             if module == "yaml" and attr in UNSAFE_YAML:
                 problems.append(f"{label}:{node.lineno}: yaml.{attr} (use yaml.safe_load)")
-            elif module == "torch" and attr == "load" and not (call and _is_const(_keyword(call, "weights_only"), True)):
+            elif module == "torch" and attr == "load" and not (
+                call and _is_const(_keyword(call, "weights_only"), True)
+            ):
                 problems.append(f"{label}:{node.lineno}: torch.load without weights_only=True")
-            elif module == "numpy" and attr == "load" and not (call and _is_const(_keyword(call, "allow_pickle"), False)):
+            elif module == "numpy" and attr == "load" and not (
+                call and _is_const(_keyword(call, "allow_pickle"), False)
+            ):
                 problems.append(f"{label}:{node.lineno}: numpy.load without allow_pickle=False")
             elif module == "pandas" and attr == "read_pickle":
                 problems.append(f"{label}:{node.lineno}: pandas.read_pickle")
@@ -113,7 +117,8 @@ def test_unsafe_load_finder_catches_what_a_grep_misses():
     found = unsafe_loads(sample, "s")
     assert [f.split(": ", 1)[1] for f in found] == [
         "from dill import loads", "torch.load without weights_only=True", "torch.load without weights_only=True",
-        "numpy.load without allow_pickle=False", "yaml.load (use yaml.safe_load)", "yaml.FullLoader (use yaml.safe_load)",
+        "numpy.load without allow_pickle=False", "yaml.load (use yaml.safe_load)",
+        "yaml.FullLoader (use yaml.safe_load)",
         "eval()", "trust_remote_code=True runs code from a model directory",
     ]
 

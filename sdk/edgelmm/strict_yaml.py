@@ -49,7 +49,11 @@ def load(data: str | bytes, *, where: str, error: type[EdgelmmError], max_depth:
     if not data.strip():
         raise error(f"'{where}' is empty")
     try:
-        value = yaml.load(data, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        loader = _StrictLoader(data)  # a SafeLoader: what yaml.safe_load runs, plus the refusals above
+        try:
+            value = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where_in = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

@@ -16,7 +16,9 @@ def _expected(model):
         t = v.type.tensor_type
         return v.name, DTYPES[t.elem_type], tuple(d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim)
 
-    external = sorted((t.name, e.value) for t in model.graph.initializer for e in t.external_data if e.key == "location")
+    external = sorted(
+        (t.name, e.value) for t in model.graph.initializer for e in t.external_data if e.key == "location"
+    )
     return [info(v) for v in model.graph.input], [info(v) for v in model.graph.output], external
 
 
@@ -34,8 +36,10 @@ def test_walk_matches_onnx_on_every_real_graph(request, bundle_name):
 
 
 def _model(initializers=(), nodes=None, **kw):
-    io = ([helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    io = (
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
     nodes = nodes or [helper.make_node("Identity", ["x"], ["y"])]
     return helper.make_model(helper.make_graph(nodes, "g", *io, list(initializers)), **kw)
 
@@ -50,16 +54,27 @@ def _external(name, location, offset=0, length=16):
 
 
 def test_external_data_is_found_in_subgraphs_and_sparse_tensors(tmp_path):
-    inner = helper.make_graph([helper.make_node("Identity", ["w2"], ["z"])], "body", [],
-                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])], [_external("w2", "deep.bin")])
+    inner = helper.make_graph(
+        [helper.make_node("Identity", ["w2"], ["z"])],
+        "body",
+        [],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])],
+        [_external("w2", "deep.bin")],
+    )
     cond = helper.make_node("If", ["c"], ["y"], then_branch=inner, else_branch=inner)
-    sparse = helper.make_sparse_tensor(_external("sv", "sparse.bin", length=8), helper.make_tensor("si", TensorProto.INT64, [2], [0, 1]), [4])
+    sparse = helper.make_sparse_tensor(
+        _external("sv", "sparse.bin", length=8), helper.make_tensor("si", TensorProto.INT64, [2], [0, 1]), [4]
+    )
     model = _model(nodes=[cond])
     model.graph.sparse_initializer.append(sparse)
     path = tmp_path / "m.onnx"
     path.write_bytes(model.SerializeToString())
     found = read_graph_file(path, "m.onnx")
-    assert sorted((r.tensor, r.location) for r in found.external) == [("sv", "sparse.bin"), ("w2", "deep.bin"), ("w2", "deep.bin")]
+    assert sorted((r.tensor, r.location) for r in found.external) == [
+        ("sv", "sparse.bin"),
+        ("w2", "deep.bin"),
+        ("w2", "deep.bin"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -86,6 +101,7 @@ def test_duplicate_singular_fields_and_deep_nesting_are_refused(tmp_path):
     path.write_bytes(b"\x3a" + bytes([len(graph)]) + graph)
     with pytest.raises(BundleIntegrityError, match="singular field 1 appears twice"):
         read_graph_file(path, "m.onnx")
+
     def field(number, payload):  # a length-delimited protobuf field
         size, length = b"", len(payload)
         while True:
@@ -122,10 +138,18 @@ def test_io_mismatch_names_the_file(tiny_bundle):
     graph = manifest.graphs["token_embedding"]
     check_graph_file(tiny_bundle / graph.file, graph.file, graph, {})
     with pytest.raises(BundleIntegrityError, match="graph 'token_embedding.onnx' output 'inputs_embeds' has shape"):
-        check_graph_file(tiny_bundle / graph.file, graph.file, graph.__class__(
-            file=graph.file, precision=graph.precision, opset=graph.opset, inputs=graph.inputs,
-            outputs=(graph.outputs[0].__class__(name="inputs_embeds", dtype="float32", shape=("batch_size", 7)),),
-        ), {})
+        check_graph_file(
+            tiny_bundle / graph.file,
+            graph.file,
+            graph.__class__(
+                file=graph.file,
+                precision=graph.precision,
+                opset=graph.opset,
+                inputs=graph.inputs,
+                outputs=(graph.outputs[0].__class__(name="inputs_embeds", dtype="float32", shape=("batch_size", 7)),),
+            ),
+            {},
+        )
 
 
 def test_onnxruntime_refuses_escaping_paths_itself_but_reads_unlisted_files(tmp_path):
@@ -137,8 +161,9 @@ def test_onnxruntime_refuses_escaping_paths_itself_but_reads_unlisted_files(tmp_
     nodes = [helper.make_node("Add", ["x", "w"], ["y"])]
     for location, loads in (("../secret.bin", False), (str(tmp_path / "secret.bin"), False), ("unlisted.bin", True)):
         path = tmp_path / "b" / "m.onnx"
-        path.write_bytes(_model([_external("w", location)], nodes, opset_imports=[helper.make_opsetid("", 18)])
-                         .SerializeToString())
+        path.write_bytes(
+            _model([_external("w", location)], nodes, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+        )
         if loads:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             assert session.run(None, {"x": np.zeros(4, np.float32)})[0].tolist() == [7, 7, 7, 7]

@@ -96,7 +96,8 @@ def test_concurrent_mixed_calls_each_get_their_serial_result(pipe, sample_images
         call = dict(call)
         prompt, images = call.pop("prompt"), call.pop("images")
         if len(images) == 2:
-            prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]}]
+            parts = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]
+            prompt = [{"role": "user", "content": parts}]
         return pipe.generate(prompt, images=images, **call).token_ids
 
     expected = [run(c) for c in calls]

@@ -207,7 +207,8 @@ def test_animated_webp_and_apng_use_first_frame():
 def test_paths_that_are_not_files_never_block_or_crash(tmp_path):
     os.mkfifo(tmp_path / "fifo.png")
     (tmp_path / "zero.png").symlink_to("/dev/zero")
-    for name, message in (("fifo.png", "is not a file"), ("zero.png", "is not a file"), ("x" * 300 + ".png", "cannot be read")):
+    cases = (("fifo.png", "is not a file"), ("zero.png", "is not a file"), ("x" * 300 + ".png", "cannot be read"))
+    for name, message in cases:
         with pytest.raises(InputError, match=message):
             load_image(tmp_path / name)
     with pytest.raises(InputError, match=r"is not a valid path \(embedded null byte\)"):

@@ -108,7 +108,8 @@ def test_invalid_utf8_is_refused_with_the_byte(pipe):
 def test_oversize_prompts_are_refused_with_numbers(pipe):
     from edgelmm.runtime.prompt import MAX_PROMPT_CHARS
 
-    with pytest.raises(InputError, match=f"prompt is {MAX_PROMPT_CHARS + 1} characters; the limit is {MAX_PROMPT_CHARS}"):
+    limit = MAX_PROMPT_CHARS
+    with pytest.raises(InputError, match=f"prompt is {limit + 1} characters; the limit is {limit}"):
         pipe.prompts.build("x" * (MAX_PROMPT_CHARS + 1), 0)
     many = [{"role": "user", "content": "x" * 600_000}, {"role": "user", "content": "y" * 600_000}]
     with pytest.raises(InputError, match=r"prompt is 1200000 characters over 2 messages; the limit is 1000000"):

@@ -17,8 +17,10 @@ def test_real_templates_still_render():
 
     out = _render(CHATML_TEMPLATE, add_generation_prompt=True)
     assert out == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    assert _render("{{ messages | tojson }} {{ range(3) | list }} {{ 'ab' * 3 }} {{ '-' | center(9) }}") == \
-        '[{"role": "user", "content": "hi"}] [0, 1, 2] ababab     -    '
+    assert (
+        _render("{{ messages | tojson }} {{ range(3) | list }} {{ 'ab' * 3 }} {{ '-' | center(9) }}")
+        == '[{"role": "user", "content": "hi"}] [0, 1, 2] ababab     -    '
+    )
 
 
 @pytest.mark.parametrize(
@@ -47,8 +49,10 @@ def test_hostile_templates_fail_as_bundle_errors(source, message):
 def test_a_template_that_never_ends_is_stopped():
     start = time.perf_counter()
     with pytest.raises(BundleError, match="did not finish rendering within 0.5 s"):
-        render(compile_template("{% for a in range(9999) %}{% for b in range(9999) %}{% endfor %}{% endfor %}"),
-               timeout_s=0.5)
+        render(
+            compile_template("{% for a in range(9999) %}{% for b in range(9999) %}{% endfor %}{% endfor %}"),
+            timeout_s=0.5,
+        )
     assert time.perf_counter() - start < 30
 
 

@@ -19,9 +19,22 @@ def ctx(tiny_bundle, tiny_lm_bundle, tmp_path_factory):
 
 def test_registry_is_keyed_by_name_and_covers_every_loader():
     assert all(t.name == key and t.what for key, t in FUZZ_TARGETS.items())
-    assert {"manifest-json", "manifest-dict", "bundle", "onnx-graph", "tokenizer-json", "prompt", "chat-template",
-            "image-bytes", "image-array", "image-object", "image-path", "spec-yaml", "cli-run",
-            "generate-options"} <= set(FUZZ_TARGETS)
+    assert {
+        "manifest-json",
+        "manifest-dict",
+        "bundle",
+        "onnx-graph",
+        "tokenizer-json",
+        "prompt",
+        "chat-template",
+        "image-bytes",
+        "image-array",
+        "image-object",
+        "image-path",
+        "spec-yaml",
+        "cli-run",
+        "generate-options",
+    } <= set(FUZZ_TARGETS)
 
 
 @pytest.mark.parametrize("name", list(FUZZ_TARGETS))
@@ -46,8 +59,9 @@ def test_the_harness_counts_what_escapes(ctx):
     def broken_check(ctx, n, result):
         assert n != 6, "property broken"
 
-    target = FuzzTarget("leaky", leaky, lambda ctx: st.integers(0, 9), "test", seeds=lambda ctx: [3, 4, 5, 6],
-                        check=broken_check)
+    target = FuzzTarget(
+        "leaky", leaky, lambda ctx: st.integers(0, 9), "test", seeds=lambda ctx: [3, 4, 5, 6], check=broken_check
+    )
     tally = run_hypothesis(target, ctx, 50, seed=0)
     assert tally.uncaught >= 2 and any("KeyError" in f for f in tally.failures)
     assert any("property broken" in f for f in tally.failures)

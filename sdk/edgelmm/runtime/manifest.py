@@ -120,7 +120,7 @@ class KVCacheSpec:
             except ValueError:
                 fields = None
             if fields != [("layer", "", None)]:
-                raise SpecError(f"kv_cache.{n} {template!r:.60} must contain '{{layer}}' exactly once and no other field")
+                raise SpecError(f"kv_cache.{n} {template!r:.60} must contain '{{layer}}' once and no other field")
 
     def names(self, kind: str) -> list[str]:
         """All layer names for ``kind`` in ("past_key", "past_value", "present_key", "present_value")."""
@@ -332,22 +332,29 @@ def check_invariants(manifest: Manifest, *, where: str = MANIFEST_NAME) -> None:
             problems.append("a bundle with a vision_encoder needs text.image_token, image_token_id, num_image_tokens")
         tokens = _dim(vision, "image_features", 1, problems)
         if isinstance(tokens, int) and tokens != text.num_image_tokens:
-            problems.append(f"vision_encoder emits {tokens} tokens per image, text.num_image_tokens says {text.num_image_tokens}")
+            problems.append(
+                f"vision_encoder emits {tokens} tokens per image, text.num_image_tokens says {text.num_image_tokens}")
     if problems:
         raise BundleError(f"{where}: invalid manifest: " + "; ".join(problems))
 
 
 def io_contract(manifest: Manifest) -> dict[GraphRole, tuple[dict[str, str], dict[str, str]]]:
-    """Per role: the tensors the runtime feeds (exactly these) and reads (at least these), name -> dtype."""
-    kv = manifest.kv_cache
-    past = {n: kv.dtype for kind in ("past_key", "past_value") for n in kv.names(kind)}
-    present = {n: kv.dtype for kind in ("present_key", "present_value") for n in kv.names(kind)}
-    decoder_feeds = {"inputs_embeds": "float32", "attention_mask": "int64", "position_ids": "int64", **past}
-    return {
+    """Per role: the tensors the runtime feeds (exactly these) and reads (at least these), name -> dtype.
+
+    The one place that states what pipeline.py and generate.py pass to each graph: when the runtime learns to feed
+    something new (another KV layout, a VLM family's extra vision inputs), extend it here.
+    """
+    contract = {
         GraphRole.VISION_ENCODER: ({"pixel_values": "float32"}, {"image_features": "float32"}),
         GraphRole.TOKEN_EMBEDDING: ({"input_ids": "int64"}, {"inputs_embeds": "float32"}),
-        GraphRole.DECODER: (decoder_feeds, {"logits": "float32", **present}),
     }
+    kv = manifest.kv_cache
+    if kv.layout == "past-present":
+        past = {n: kv.dtype for kind in ("past_key", "past_value") for n in kv.names(kind)}
+        present = {n: kv.dtype for kind in ("present_key", "present_value") for n in kv.names(kind)}
+        feeds = {"inputs_embeds": "float32", "attention_mask": "int64", "position_ids": "int64", **past}
+        contract[GraphRole.DECODER] = (feeds, {"logits": "float32", **present})
+    return contract
 
 
 def _io_problems(manifest: Manifest) -> list[str]:
@@ -368,9 +375,10 @@ def _io_problems(manifest: Manifest) -> list[str]:
             kv = manifest.kv_cache
             for name in (n for kind in ("past_key", "past_value") for n in kv.names(kind)):
                 shape = shapes[name]
-                if len(shape) != 4 or any(isinstance(d, int) and d != w for d, w in zip(shape[1::2], (kv.num_kv_heads, kv.head_dim))):
-                    problems.append(f"decoder input '{name}' shape {list(shape)} is not [batch, {kv.num_kv_heads}, past,"
-                                    f" {kv.head_dim}] as kv_cache says")
+                heads_dim = zip(shape[1::2], (kv.num_kv_heads, kv.head_dim))
+                if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in heads_dim):
+                    want = f"[batch, {kv.num_kv_heads}, past, {kv.head_dim}]"
+                    problems.append(f"decoder input '{name}' shape {list(shape)} is not {want} as kv_cache says")
                     break
         if role is GraphRole.VISION_ENCODER and manifest.preprocess is not None:
             pre, shape = manifest.preprocess, shapes["pixel_values"]
@@ -450,9 +458,8 @@ def verify_files(root: Path, manifest: Manifest, *, check_hashes: bool = True) -
                     f"bundle file '{name}' is {st.st_size} bytes, manifest says {entry.bytes} (truncated or replaced)"
                 )
             if check_hashes and (digest := _sha256(f)) != entry.sha256:
-                raise BundleIntegrityError(
-                    f"bundle file '{name}' sha256 {digest[:16]}... != manifest {entry.sha256[:16]}... (tampered or corrupt)"
-                )
+                raise BundleIntegrityError(f"bundle file '{name}' sha256 {digest[:16]}... != manifest"
+                                           f" {entry.sha256[:16]}... (tampered or corrupt)")
 
 
 def verify_graphs(root: Path, manifest: Manifest) -> None:

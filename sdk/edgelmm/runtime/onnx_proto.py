@@ -29,9 +29,28 @@ MAX_NESTING = 32
 """Subgraph depth limit (If inside Loop inside ...): real models nest a few levels; hostile ones would recurse."""
 
 DTYPES = {
-    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "str", 9: "bool",
-    10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16",
-    17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz", 21: "uint4", 22: "int4",
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    8: "str",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    14: "complex64",
+    15: "complex128",
+    16: "bfloat16",
+    17: "float8e4m3fn",
+    18: "float8e4m3fnuz",
+    19: "float8e5m2",
+    20: "float8e5m2fnuz",
+    21: "uint4",
+    22: "int4",
     23: "float4e2m1",
 }
 """TensorProto.DataType -> the numpy-style name the exporter writes into the manifest (onnx.helper's mapping)."""
@@ -219,17 +238,22 @@ class _Walker:
             if number == TENSOR_NAME and wire == 2:
                 name = value.text()
             elif number == TENSOR_EXTERNAL and wire == 2:
-                entry = value.singular(1, 2)
-                key, val = entry.get(1), entry.get(2)
-                key, val = (key.text() if isinstance(key, _Message) else ""), (val.text() if isinstance(val, _Message) else "")
+                entry = {n: v.text() if isinstance(v, _Message) else "" for n, v in value.singular(1, 2).items()}
+                key, val = entry.get(1, ""), entry.get(2, "")
                 if key in entries:
                     raise _Malformed(f"tensor '{name}' has two external_data '{key}' entries")
                 entries[key] = val
             elif number == TENSOR_LOCATION and wire == 0:
                 location_flag = value
         if location_flag == 1 or entries:  # EXTERNAL, or entries onnxruntime might still honour: vet them too
-            self.external.append(ExternalRef(name, entries.get("location"), _int(entries.get("offset", "0")),
-                                             _int(entries["length"]) if "length" in entries else None))
+            self.external.append(
+                ExternalRef(
+                    name,
+                    entries.get("location"),
+                    _int(entries.get("offset", "0")),
+                    _int(entries["length"]) if "length" in entries else None,
+                )
+            )
         return name
 
 
@@ -321,12 +345,15 @@ def _compare(label: str, kind: str, found: tuple[ValueInfo, ...], expected: Any)
     if have.keys() != want.keys():
         extra, missing = sorted(have.keys() - want.keys()), sorted(want.keys() - have.keys())
         raise BundleIntegrityError(
-            f"graph '{label}' {kind}s do not match the manifest: graph has {extra or 'no'} extra and lacks {missing or 'none'}"
+            f"graph '{label}' {kind}s do not match the manifest: graph has {extra or 'no'}"
+            f" extra and lacks {missing or 'none'}"
         )
     for name, t in want.items():
         v = have[name]
         if v.dtype != t.dtype:
-            raise BundleIntegrityError(f"graph '{label}' {kind} '{name}' is {v.dtype} in the graph, {t.dtype} in the manifest")
+            raise BundleIntegrityError(
+                f"graph '{label}' {kind} '{name}' is {v.dtype} in the graph, {t.dtype} in the manifest"
+            )
         if v.shape is None or tuple(v.shape) != tuple(t.shape):
             raise BundleIntegrityError(
                 f"graph '{label}' {kind} '{name}' has shape {list(v.shape) if v.shape is not None else 'unknown'} in"

@@ -113,9 +113,10 @@ class Pipeline:
         """
         if profile is not None:
             raise SpecError("device profiles are not supported by this runtime yet; pass profile=None")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or
-                                    not 0 <= threads <= MAX_THREADS):
-            raise SpecError(f"threads must be an integer in [0, {MAX_THREADS}] (0: onnxruntime's default), got {threads!r:.20}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 0 <= threads <= MAX_THREADS):
+            raise SpecError(
+                f"threads must be an integer in [0, {MAX_THREADS}] (0: onnxruntime's default), got {threads!r:.20}")
         start = time.perf_counter()
         root = Path(bundle_dir)
         manifest = load_bundle(root, check_hashes=check_hashes)

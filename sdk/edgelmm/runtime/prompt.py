@@ -48,7 +48,7 @@ class PromptBuilder:
         self.text = text
         self.tokenizer = tokenizer
         self.has_vision = has_vision
-        self._template = compile_template(text.chat_template) if text.chat_template is not None else None
+        self._template = compile_template(text.chat_template) if text.chat_template else None
 
     def build(self, prompt: str | Sequence[Message], n_images: int = 0, *, chat: bool = True) -> PromptIds:
         """Tokenize ``prompt`` with ``n_images`` images.

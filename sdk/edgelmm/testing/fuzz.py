@@ -99,9 +99,16 @@ class Tally:
 
     def row(self) -> dict[str, Any]:
         return {
-            "loader": self.target, "engine": self.engine, "cases": self.cases, "accepted": self.accepted,
-            "refused": self.refused, "uncaught": self.uncaught, "distinct_messages": len(self.messages),
-            "max_ms": round(self.max_ms, 1), "seconds": round(self.seconds, 1), "failures": self.failures,
+            "loader": self.target,
+            "engine": self.engine,
+            "cases": self.cases,
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "uncaught": self.uncaught,
+            "distinct_messages": len(self.messages),
+            "max_ms": round(self.max_ms, 1),
+            "seconds": round(self.seconds, 1),
+            "failures": self.failures,
         }
 
 
@@ -146,8 +153,11 @@ def run_case(target: FuzzTarget, ctx: Any, case: Any) -> Outcome:
         outcome = Outcome("accepted")
     except EdgelmmError as exc:
         problem = one_line_problem(str(exc))
-        outcome = Outcome("uncaught", f"{type(exc).__name__} with a {problem}") if problem else \
-            Outcome("refused", message_template(exc))
+        outcome = (
+            Outcome("uncaught", f"{type(exc).__name__} with a {problem}")
+            if problem
+            else Outcome("refused", message_template(exc))
+        )
     except AssertionError as exc:
         outcome = Outcome("uncaught", f"property broken: {str(exc)[:200]}")
     except KeyboardInterrupt:
@@ -161,8 +171,9 @@ def run_case(target: FuzzTarget, ctx: Any, case: Any) -> Outcome:
     return outcome
 
 
-def run_hypothesis(target: FuzzTarget, ctx: Any, cases: int, *, seed: int = 0, strict: bool = False,
-                   deadline_ms: float | None = None) -> Tally:
+def run_hypothesis(
+    target: FuzzTarget, ctx: Any, cases: int, *, seed: int = 0, strict: bool = False, deadline_ms: float | None = None
+) -> Tally:
     """Seeds first, then ``cases`` generated cases. ``strict`` raises on the first failure (tests: shrinks it)."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as fix_seed
@@ -181,8 +192,15 @@ def run_hypothesis(target: FuzzTarget, ctx: Any, cases: int, *, seed: int = 0, s
     phases = [Phase.generate, Phase.shrink] if strict else [Phase.generate]
 
     @fix_seed(seed)
-    @settings(max_examples=cases, database=None, deadline=deadline_ms, phases=phases, derandomize=False,
-              suppress_health_check=list(HealthCheck), print_blob=strict)
+    @settings(
+        max_examples=cases,
+        database=None,
+        deadline=deadline_ms,
+        phases=phases,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        print_blob=strict,
+    )
     @given(target.cases(ctx))
     def generated(case: Any) -> None:
         feed(case)
@@ -206,14 +224,27 @@ def run_atheris(target: FuzzTarget, ctx: Any, runs: int, *, seed: int = 0) -> No
         if outcome.kind == "uncaught":
             raise FuzzFailure(f"{target.name}: {outcome.detail}")
 
-    atheris.Setup([sys.argv[0], f"-runs={runs}", f"-seed={seed + 1}", "-max_len=65536", "-rss_limit_mb=4096",
-                   str(corpus)], one)
+    atheris.Setup(
+        [sys.argv[0], f"-runs={runs}", f"-seed={seed + 1}", "-max_len=65536", "-rss_limit_mb=4096", str(corpus)], one
+    )
     atheris.Fuzz()
 
 
 def _atheris_subprocess(name: str, runs: int, seed: int, bundle_args: list[str]) -> Tally:
-    cmd = [sys.executable, "-m", "edgelmm.testing.fuzz", "--engine", "atheris-child", "--target", name,
-           "--cases", str(runs), "--seed", str(seed), *bundle_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgelmm.testing.fuzz",
+        "--engine",
+        "atheris-child",
+        "--target",
+        name,
+        "--cases",
+        str(runs),
+        "--seed",
+        str(seed),
+        *bundle_args,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     tally = Tally(name, engine="atheris", seconds=time.perf_counter() - start)
@@ -240,8 +271,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m edgelmm.testing.fuzz", description=__doc__.split("\n")[0],
-                                epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m edgelmm.testing.fuzz",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--target", action="append", default=None, help="a target name (repeatable; default: all)")
     p.add_argument("--cases", type=int, default=10_000, help="generated cases per target (after the seeds)")
     p.add_argument("--seed", type=int, default=0)
@@ -289,8 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with contextlib.redirect_stdout(sys.stderr):  # loaders that print must not break the table
                     tally = run_hypothesis(target, ctx, args.cases, seed=args.seed)
             rows.append(tally.row())
-            print(f"[fuzz] {target.name}: {tally.cases} cases, {tally.uncaught} uncaught, {tally.seconds:.0f} s",
-                  file=sys.stderr)
+            print(
+                f"[fuzz] {target.name}: {tally.cases} cases, {tally.uncaught} uncaught, {tally.seconds:.0f} s",
+                file=sys.stderr,
+            )
             for failure in tally.failures:
                 print(f"[fuzz]   {failure}", file=sys.stderr)
     print(markdown(rows))

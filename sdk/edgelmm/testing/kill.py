@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 
 
-def sigkill_when(cmd: Sequence[str], ready: Callable[[], bool], *, timeout_s: float = 180.0,
-                 poll_s: float = 0.02) -> subprocess.Popen:
+def sigkill_when(
+    cmd: Sequence[str], ready: Callable[[], bool], *, timeout_s: float = 180.0, poll_s: float = 0.02
+) -> subprocess.Popen:
     """Start ``cmd``, wait until ``ready()`` is true while it still runs, then SIGKILL it (no cleanup can run).
 
     Raises AssertionError if the process exits first or ``ready`` never becomes true: the test would prove nothing.
@@ -26,8 +27,10 @@ def sigkill_when(cmd: Sequence[str], ready: Callable[[], bool], *, timeout_s: fl
     try:
         while not ready():
             if proc.poll() is not None:
-                raise AssertionError(f"writer exited ({proc.returncode}) before it could be killed: "
-                                     f"{proc.stderr.read().decode(errors='replace')[-500:]}")
+                raise AssertionError(
+                    f"writer exited ({proc.returncode}) before it could be killed: "
+                    f"{proc.stderr.read().decode(errors='replace')[-500:]}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"writer not ready to be killed within {timeout_s} s")
             time.sleep(poll_s)

@@ -31,8 +31,13 @@ from edgelmm.runtime import Pipeline
 from edgelmm.runtime.metrics import current_rss_mb
 
 MAX_GROWTH_PCT = 5.0
-PROMPTS = ("What is in the picture?", "Describe the colours.", "How many shapes are there?", "Is there a circle?",
-           "Answer in one word: what colour is the background?")
+PROMPTS = (
+    "What is in the picture?",
+    "Describe the colours.",
+    "How many shapes are there?",
+    "Is there a circle?",
+    "Answer in one word: what colour is the background?",
+)
 
 
 def scene(seed: int) -> Image.Image:
@@ -117,9 +122,15 @@ def soak(bundle: Path, generations: int, *, threads: int | None, warmup: int = 2
     warm = rss.get("after_warmup", rss["after_load"])
     growth = 100.0 * (rss["end"] - warm) / warm
     return {
-        "bundle": str(bundle), "generations": generations, "ok": counts["ok"], "refused_as_planned": counts["refused"],
-        "errors": len(errors), "first_errors": errors[:5], "seconds": round(time.perf_counter() - start, 1),
-        "rss_mb": {k: round(v, 1) for k, v in rss.items()}, "rss_growth_pct": round(growth, 2),
+        "bundle": str(bundle),
+        "generations": generations,
+        "ok": counts["ok"],
+        "refused_as_planned": counts["refused"],
+        "errors": len(errors),
+        "first_errors": errors[:5],
+        "seconds": round(time.perf_counter() - start, 1),
+        "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+        "rss_growth_pct": round(growth, 2),
         "rss_samples": samples,
         "python_objects_growth": None if objects_warm is None else len(gc.get_objects()) - objects_warm,
         "passed": not errors and growth <= MAX_GROWTH_PCT,
@@ -134,9 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     report = soak(args.bundle, args.generations, threads=args.threads)
     r = report["rss_mb"]
-    print(f"{report['generations']} generations ({report['ok']} ok, {report['refused_as_planned']} refused as planned,"
-          f" {report['errors']} errors) in {report['seconds']} s; RSS {r['after_load']} MB after load,"
-          f" {r.get('after_warmup')} MB after warm-up, {r['end']} MB at the end: {report['rss_growth_pct']:+.2f}%")
+    print(
+        f"{report['generations']} generations ({report['ok']} ok, {report['refused_as_planned']} refused as planned,"
+        f" {report['errors']} errors) in {report['seconds']} s; RSS {r['after_load']} MB after load,"
+        f" {r.get('after_warmup')} MB after warm-up, {r['end']} MB at the end: {report['rss_growth_pct']:+.2f}%"
+    )
     print(json.dumps(report))
     return 0 if report["passed"] else 1
 

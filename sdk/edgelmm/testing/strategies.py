@@ -27,8 +27,26 @@ SURROGATES = st.integers(0xD800, 0xDFFF).map(chr)
 """Lone surrogates: what invalid UTF-8 becomes after ``surrogateescape`` (argv, file names) or a bad JSON escape."""
 
 NASTY_STRINGS = (
-    "", " ", "\x00", "\r\n", "\x1b[31m", "\u2028", "\u202e", "\ufeff", "\U0010ffff", "\ud800", "\udcff",
-    "../", "/etc/passwd", "C:\\x", "a" * 300, "{{", "{%", "{#", "}}", "%}",
+    "",
+    " ",
+    "\x00",
+    "\r\n",
+    "\x1b[31m",
+    "\u2028",
+    "\u202e",
+    "\ufeff",
+    "\U0010ffff",
+    "\ud800",
+    "\udcff",
+    "../",
+    "/etc/passwd",
+    "C:\\x",
+    "a" * 300,
+    "{{",
+    "{%",
+    "{#",
+    "}}",
+    "%}",
 )
 """Short strings that broke parsers somewhere: NUL, line separators, bidi overrides, BOM, surrogates, paths, jinja."""
 
@@ -45,9 +63,37 @@ def pieces_text(specials: Sequence[str], max_pieces: int = 8) -> st.SearchStrate
 # -- JSON documents -----------------------------------------------------------------------------------------------
 
 INTERESTING_VALUES: tuple[Any, ...] = (
-    None, True, False, 0, 1, -1, 2, 2**31, 2**63, -(2**63), 10**30, 0.5, -0.0, 1e308, float("nan"), float("inf"),
-    "", "x", "../decoder.onnx", "/etc/passwd", "a/../../b", "decoder.onnx", "tokenizer.json", "\x00", "\ud800",
-    "0" * 64, [], {}, [1, 2, 3], ["a"], {"a": 1},
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2,
+    2**31,
+    2**63,
+    -(2**63),
+    10**30,
+    0.5,
+    -0.0,
+    1e308,
+    float("nan"),
+    float("inf"),
+    "",
+    "x",
+    "../decoder.onnx",
+    "/etc/passwd",
+    "a/../../b",
+    "decoder.onnx",
+    "tokenizer.json",
+    "\x00",
+    "\ud800",
+    "0" * 64,
+    [],
+    {},
+    [1, 2, 3],
+    ["a"],
+    {"a": 1},
 )
 
 json_scalars = st.one_of(
@@ -123,10 +169,24 @@ def mutated_json(doc: Any, max_ops: int = 4) -> st.SearchStrategy[Any]:
 
 YAML_ATTACKS = (
     "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b]\n",
-    "!!python/object/apply:os.system [echo pwned]\n", "a: !!binary aGVsbG8=\n", "a: 1\na: 2\n", "<<: {a: 1}\n",
-    "a: .nan\n", "a: .inf\n", "a: 0x10\n", "a: 1_000\n", "a: [no, yes, on, off]\n", "a: 2024-01-01\n",
-    "? [a, b]\n: 1\n", "\ufeffa: 1\n", "a:\n\t- 1\n", "---\na: 1\n---\nb: 2\n", "a: \"\\ud800\"\n", "[" * 2000,
-    "a: " + "9" * 5000 + "\n", "%YAML 1.1\n---\na: 1\n",
+    "!!python/object/apply:os.system [echo pwned]\n",
+    "a: !!binary aGVsbG8=\n",
+    "a: 1\na: 2\n",
+    "<<: {a: 1}\n",
+    "a: .nan\n",
+    "a: .inf\n",
+    "a: 0x10\n",
+    "a: 1_000\n",
+    "a: [no, yes, on, off]\n",
+    "a: 2024-01-01\n",
+    "? [a, b]\n: 1\n",
+    "\ufeffa: 1\n",
+    "a:\n\t- 1\n",
+    "---\na: 1\n---\nb: 2\n",
+    'a: "\\ud800"\n',
+    "[" * 2000,
+    "a: " + "9" * 5000 + "\n",
+    "%YAML 1.1\n---\na: 1\n",
 )
 """Alias bomb, python tags, duplicate keys, merge keys, NaN, YAML 1.1 booleans (the Norway problem), complex keys,
 BOM, tabs, multiple documents, surrogate escapes, deep nesting, a 5000-digit integer, directives."""
@@ -173,8 +233,9 @@ def apply_byte_ops(data: bytes, ops: Sequence[tuple[str, int, int, bytes]]) -> b
 
 
 def byte_ops(max_ops: int = 6) -> st.SearchStrategy[list[tuple[str, int, int, bytes]]]:
-    op = st.tuples(st.sampled_from(BYTE_MUTATIONS), st.integers(0, 2**32), st.integers(0, 2**16),
-                   st.binary(max_size=16))
+    op = st.tuples(
+        st.sampled_from(BYTE_MUTATIONS), st.integers(0, 2**32), st.integers(0, 2**16), st.binary(max_size=16)
+    )
     return st.lists(op, min_size=1, max_size=max_ops)
 
 
@@ -278,8 +339,14 @@ def image_seed_corpus() -> list[bytes]:
 def bomb_headers() -> list[bytes]:
     """Small files whose headers claim enormous images: must be refused from the header, never decoded."""
     bombs = [png_bytes(100_000, 100_000), png_bytes(2**31 - 1, 1), png_bytes(1, 2**31 - 1), png_bytes(0, 5)]
-    gif = b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00" + b",\x00\x00\x00\x00" + \
-        struct.pack("<HH", 65535, 65535) + b"\x00\x02\x02\x44\x01\x00;"
+    gif = (
+        b"GIF89a"
+        + struct.pack("<HH", 65535, 65535)
+        + b"\x00\x00\x00"
+        + b",\x00\x00\x00\x00"
+        + struct.pack("<HH", 65535, 65535)
+        + b"\x00\x02\x02\x44\x01\x00;"
+    )
     bombs.append(gif)
     sof = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", 65500, 65500) + b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
     bombs.append(b"\xff\xd8" + sof + b"\xff\xd9")
@@ -288,15 +355,17 @@ def bomb_headers() -> list[bytes]:
 
 def image_bytes(seeds: Sequence[bytes]) -> st.SearchStrategy[bytes]:
     """Arbitrary bytes, crafted bomb headers, valid files of every format and mode, and their mutants."""
-    return st.one_of(st.binary(max_size=256), st.sampled_from(bomb_headers()), st.sampled_from(list(seeds)),
-                     mutated_bytes(seeds))
+    return st.one_of(
+        st.binary(max_size=256), st.sampled_from(bomb_headers()), st.sampled_from(list(seeds)), mutated_bytes(seeds)
+    )
 
 
 def image_arrays() -> st.SearchStrategy[np.ndarray]:
     """numpy arrays of any numeric dtype, rank 0-4, with NaN, inf and negative values."""
     from hypothesis.extra import numpy as hnp
 
-    dtypes = st.sampled_from(["uint8", "uint16", "int32", "int64", "float16", "float32", "float64", "bool",
-                              "complex64", "int8"])
+    dtypes = st.sampled_from(
+        ["uint8", "uint16", "int32", "int64", "float16", "float32", "float64", "bool", "complex64", "int8"]
+    )
     shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=12)
     return st.tuples(dtypes, shapes).flatmap(lambda t: hnp.arrays(t[0], t[1]))

@@ -44,6 +44,7 @@ def edit_manifest(bundle: Path, edit: Callable[[dict[str, Any]], Any]) -> None:
 
 def rehash(bundle: Path, *names: str) -> None:
     """The attacker's fix-up: record the edited files' real sha256 and size in the manifest."""
+
     def edit(data: dict[str, Any]) -> None:
         for name in names:
             data["files"][name] = {"sha256": sha256_file(bundle / name), "bytes": (bundle / name).stat().st_size}
@@ -79,7 +80,9 @@ def _add_initializer(location: str, **kw: int) -> Callable[[Any], None]:
 def _add_constant(location: str) -> Callable[[Any], None]:
     from onnx import helper
 
-    return lambda model: model.graph.node.append(helper.make_node("Constant", [], ["smuggled"], value=_external(location)))
+    return lambda model: model.graph.node.append(
+        helper.make_node("Constant", [], ["smuggled"], value=_external(location))
+    )
 
 
 def _rename_input(model: Any) -> None:
@@ -179,7 +182,9 @@ def _manifest_text(text: str) -> Callable[[Path], None]:
 
 def _duplicate_key(bundle: Path) -> None:
     raw = (bundle / MANIFEST_NAME).read_text()
-    (bundle / MANIFEST_NAME).write_text(raw.replace('"schema_version": 1,', '"schema_version": 1, "schema_version": 1,', 1))
+    (bundle / MANIFEST_NAME).write_text(
+        raw.replace('"schema_version": 1,', '"schema_version": 1, "schema_version": 1,', 1)
+    )
 
 
 def _manifest_symlink(bundle: Path) -> None:
@@ -198,85 +203,184 @@ def _graph_file_outside(bundle: Path) -> None:
     edit_manifest(bundle, edit)
 
 
-TAMPERS: dict[str, Tamper] = {t.name: t for t in (
-    # paths named by the manifest
-    Tamper("graph-file-parent-dir", _graph_file_outside, r"'\.\./evil\.onnx' points outside the bundle"),
-    Tamper("files-absolute-path", lambda b: edit_manifest(b, _set(["files", "/etc/passwd"], {"sha256": "0" * 64, "bytes": 1})),
-           r"'/etc/passwd' is not a plain relative path"),
-    Tamper("files-dotdot-inside", lambda b: edit_manifest(b, _set(["files", "a/../../b"], {"sha256": "0" * 64, "bytes": 1})),
-           r"'a/\.\./\.\./b' points outside"),
-    Tamper("files-nul-byte", lambda b: edit_manifest(b, _set(["files", "x\u0000.onnx"], {"sha256": "0" * 64, "bytes": 1})),
-           r"not a plain relative path"),
-    Tamper("tokenizer-symlink", _symlink_tokenizer, r"'tokenizer\.json' is a symbolic link"),
-    Tamper("symlinked-directory", _symlinked_directory, r"'sub/decoder\.onnx\.data' is a symbolic link"),
-    Tamper("data-file-is-fifo", _fifo_data, r"'decoder\.onnx\.data' is not a regular file"),
-    Tamper("manifest-symlink", _manifest_symlink, r"manifest\.json' is not a regular file"),
-    # integrity
-    Tamper("sha256-mismatch", _flip("decoder.onnx.data", 7), r"'decoder\.onnx\.data' sha256 .* \(tampered"),
-    Tamper("size-truncated", _truncate("token_embedding.onnx"), r"'token_embedding\.onnx' is 100 bytes, manifest says"),
-    Tamper("size-appended", _append("decoder.onnx"), r"'decoder\.onnx' is \d+ bytes, manifest says"),
-    Tamper("missing-graph", lambda b: (b / "decoder.onnx").unlink(), r"'decoder\.onnx' is missing"),
-    Tamper("missing-tokenizer", lambda b: (b / "tokenizer.json").unlink(), r"'tokenizer\.json' is missing"),
-    Tamper("tokenizer-not-listed", lambda b: edit_manifest(b, lambda d: d["files"].pop("tokenizer.json")),
-           r"tokenizer file 'tokenizer\.json' is not listed in files"),
-    # external data inside the graphs (consistent: hashes fixed up)
-    Tamper("external-parent-dir", lambda b: rewrite_graph(b, "decoder.onnx", _add_initializer("../outside.bin")),
-           r"graph 'decoder\.onnx' tensor 'smuggled' reads external data from '\.\./outside\.bin'"),
-    Tamper("external-absolute", lambda b: rewrite_graph(b, "decoder.onnx", _add_initializer("/etc/hostname")),
-           r"graph 'decoder\.onnx' .* from '/etc/hostname'"),
-    Tamper("external-unlisted-file", _unlisted_external,
-           r"graph 'decoder\.onnx' .* from 'unlisted\.bin', which is not one of the graph's external_data"),
-    Tamper("external-in-constant-node", lambda b: rewrite_graph(b, "token_embedding.onnx", _add_constant("../outside.bin")),
-           r"graph 'token_embedding\.onnx' tensor 'smuggled' reads external data from '\.\./outside\.bin'"),
-    Tamper("external-past-end", lambda b: rewrite_graph(b, "decoder.onnx",
-                                                        _add_initializer("decoder.onnx.data", offset=10**9)),
-           r"graph 'decoder\.onnx' tensor 'smuggled' reads bytes 1000000000\.\."),
-    Tamper("second-graph-field", _second_graph_field, r"graph 'token_embedding\.onnx' is not a valid ONNX model: .*2 graph"),
-    Tamper("graph-not-protobuf", _then_rehash(lambda b: (b / "decoder.onnx").write_bytes(b"\xff" * 64), "decoder.onnx"),
-           r"graph 'decoder\.onnx' is not a valid ONNX model"),
-    # graph I/O against the manifest (consistent)
-    Tamper("graph-input-renamed", lambda b: rewrite_graph(b, "token_embedding.onnx", _rename_input),
-           r"graph 'token_embedding\.onnx' inputs do not match the manifest"),
-    Tamper("graph-input-dtype", lambda b: rewrite_graph(b, "token_embedding.onnx",
-                                                        lambda m: setattr(m.graph.input[0].type.tensor_type, "elem_type", 6)),
-           r"graph 'token_embedding\.onnx' input 'input_ids' is int32 in the graph, int64 in the manifest"),
-    Tamper("graph-output-rank", lambda b: rewrite_graph(b, "decoder.onnx",
-                                                        lambda m: m.graph.output[0].type.tensor_type.shape.dim.pop()),
-           r"graph 'decoder\.onnx' output 'logits' has shape .* in the graph"),
-    Tamper("manifest-kv-heads", lambda b: edit_manifest(b, _set(["kv_cache", "num_kv_heads"], 3)),
-           r"decoder input 'past_key_values\.0\.key' shape .* is not \[batch, 3, past"),
-    Tamper("manifest-io-name", lambda b: edit_manifest(b, _set(["kv_cache", "past_key"], "past.{layer}.k")),
-           r"graph 'decoder' I/O is not what the runtime feeds"),
-    # manifest parsing
-    Tamper("manifest-duplicate-key", _duplicate_key, r"duplicate key 'schema_version'"),
-    Tamper("manifest-nan", lambda b: (b / MANIFEST_NAME).write_text(
-        (b / MANIFEST_NAME).read_text().replace('"temperature": 0.0', '"temperature": NaN')), r"NaN is not a JSON number"),
-    Tamper("manifest-schema", lambda b: edit_manifest(b, _set(["schema_version"], 99)), r"unknown schema_version 99"),
-    Tamper("manifest-deep-nesting", _manifest_text("[" * 100_000), r"nested too deeply"),
-    Tamper("kv-format-string", lambda b: edit_manifest(b, _set(["kv_cache", "past_key"], "{layer:>999999999}")),
-           r"kv_cache\.past_key .* must contain '\{layer\}' exactly once"),
-    Tamper("kv-num-layers-huge", lambda b: edit_manifest(b, _set(["kv_cache", "num_layers"], 10**12)),
-           r"kv_cache\.num_layers must be in \[1, 1024\]"),
-    Tamper("image-size-huge", lambda b: edit_manifest(b, _set(["preprocess", "image_size"], [100000, 100000])),
-           r"image_size and shortest_edge must be in \[1, 8192\]", vision_only=True),
-    Tamper("image-tokens-huge", lambda b: edit_manifest(b, _set(["text", "num_image_tokens"], 10**9)),
-           r"num_image_tokens must be in \[0, max_context\)"),
-    # tokenizer and chat template (content the runtime interprets)
-    Tamper("tokenizer-corrupt", _then_rehash(_corrupt_tokenizer, "tokenizer.json"),
-           r"tokenizer file '.*tokenizer\.json' cannot be loaded"),
-    Tamper("tokenizer-image-id", _swap_image_token, r"tokenizer file 'tokenizer\.json' does not match the manifest: image_token",
-           vision_only=True),
-    Tamper("template-syntax", lambda b: edit_manifest(b, _set(["text", "chat_template"], "{% for %}")),
-           r"chat template \(manifest text\.chat_template\) does not compile"),
-    Tamper("template-hang", lambda b: edit_manifest(b, _set(["text", "chat_template"],
-           "{% for a in range(9999) %}{% for b in range(9999) %}{% for c in range(9999) %}{% endfor %}{% endfor %}"
-           "{% endfor %}")), r"chat template \(manifest text\.chat_template\) did not finish rendering within"),
-    Tamper("template-memory", lambda b: edit_manifest(b, _set(["text", "chat_template"], "{{ 'a' * 10000000000 }}")),
-           r"chat template \(manifest text\.chat_template\) failed: SecurityError: repetition"),
-    Tamper("template-escape", lambda b: edit_manifest(b, _set(["text", "chat_template"],
-                                                                "{{ ''.__class__.__mro__[1].__subclasses__() }}")),
-           r"chat template \(manifest text\.chat_template\) failed: SecurityError: access to attribute"),
-)}
+TAMPERS: dict[str, Tamper] = {
+    t.name: t
+    for t in (
+        # paths named by the manifest
+        Tamper("graph-file-parent-dir", _graph_file_outside, r"'\.\./evil\.onnx' points outside the bundle"),
+        Tamper(
+            "files-absolute-path",
+            lambda b: edit_manifest(b, _set(["files", "/etc/passwd"], {"sha256": "0" * 64, "bytes": 1})),
+            r"'/etc/passwd' is not a plain relative path",
+        ),
+        Tamper(
+            "files-dotdot-inside",
+            lambda b: edit_manifest(b, _set(["files", "a/../../b"], {"sha256": "0" * 64, "bytes": 1})),
+            r"'a/\.\./\.\./b' points outside",
+        ),
+        Tamper(
+            "files-nul-byte",
+            lambda b: edit_manifest(b, _set(["files", "x\u0000.onnx"], {"sha256": "0" * 64, "bytes": 1})),
+            r"not a plain relative path",
+        ),
+        Tamper("tokenizer-symlink", _symlink_tokenizer, r"'tokenizer\.json' is a symbolic link"),
+        Tamper("symlinked-directory", _symlinked_directory, r"'sub/decoder\.onnx\.data' is a symbolic link"),
+        Tamper("data-file-is-fifo", _fifo_data, r"'decoder\.onnx\.data' is not a regular file"),
+        Tamper("manifest-symlink", _manifest_symlink, r"manifest\.json' is not a regular file"),
+        # integrity
+        Tamper("sha256-mismatch", _flip("decoder.onnx.data", 7), r"'decoder\.onnx\.data' sha256 .* \(tampered"),
+        Tamper(
+            "size-truncated", _truncate("token_embedding.onnx"), r"'token_embedding\.onnx' is 100 bytes, manifest says"
+        ),
+        Tamper("size-appended", _append("decoder.onnx"), r"'decoder\.onnx' is \d+ bytes, manifest says"),
+        Tamper("missing-graph", lambda b: (b / "decoder.onnx").unlink(), r"'decoder\.onnx' is missing"),
+        Tamper("missing-tokenizer", lambda b: (b / "tokenizer.json").unlink(), r"'tokenizer\.json' is missing"),
+        Tamper(
+            "tokenizer-not-listed",
+            lambda b: edit_manifest(b, lambda d: d["files"].pop("tokenizer.json")),
+            r"tokenizer file 'tokenizer\.json' is not listed in files",
+        ),
+        # external data inside the graphs (consistent: hashes fixed up)
+        Tamper(
+            "external-parent-dir",
+            lambda b: rewrite_graph(b, "decoder.onnx", _add_initializer("../outside.bin")),
+            r"graph 'decoder\.onnx' tensor 'smuggled' reads external data from '\.\./outside\.bin'",
+        ),
+        Tamper(
+            "external-absolute",
+            lambda b: rewrite_graph(b, "decoder.onnx", _add_initializer("/etc/hostname")),
+            r"graph 'decoder\.onnx' .* from '/etc/hostname'",
+        ),
+        Tamper(
+            "external-unlisted-file",
+            _unlisted_external,
+            r"graph 'decoder\.onnx' .* from 'unlisted\.bin', which is not one of the graph's external_data",
+        ),
+        Tamper(
+            "external-in-constant-node",
+            lambda b: rewrite_graph(b, "token_embedding.onnx", _add_constant("../outside.bin")),
+            r"graph 'token_embedding\.onnx' tensor 'smuggled' reads external data from '\.\./outside\.bin'",
+        ),
+        Tamper(
+            "external-past-end",
+            lambda b: rewrite_graph(b, "decoder.onnx", _add_initializer("decoder.onnx.data", offset=10**9)),
+            r"graph 'decoder\.onnx' tensor 'smuggled' reads bytes 1000000000\.\.",
+        ),
+        Tamper(
+            "second-graph-field",
+            _second_graph_field,
+            r"graph 'token_embedding\.onnx' is not a valid ONNX model: .*2 graph",
+        ),
+        Tamper(
+            "graph-not-protobuf",
+            _then_rehash(lambda b: (b / "decoder.onnx").write_bytes(b"\xff" * 64), "decoder.onnx"),
+            r"graph 'decoder\.onnx' is not a valid ONNX model",
+        ),
+        # graph I/O against the manifest (consistent)
+        Tamper(
+            "graph-input-renamed",
+            lambda b: rewrite_graph(b, "token_embedding.onnx", _rename_input),
+            r"graph 'token_embedding\.onnx' inputs do not match the manifest",
+        ),
+        Tamper(
+            "graph-input-dtype",
+            lambda b: rewrite_graph(
+                b, "token_embedding.onnx", lambda m: setattr(m.graph.input[0].type.tensor_type, "elem_type", 6)
+            ),
+            r"graph 'token_embedding\.onnx' input 'input_ids' is int32 in the graph, int64 in the manifest",
+        ),
+        Tamper(
+            "graph-output-rank",
+            lambda b: rewrite_graph(b, "decoder.onnx", lambda m: m.graph.output[0].type.tensor_type.shape.dim.pop()),
+            r"graph 'decoder\.onnx' output 'logits' has shape .* in the graph",
+        ),
+        Tamper(
+            "manifest-kv-heads",
+            lambda b: edit_manifest(b, _set(["kv_cache", "num_kv_heads"], 3)),
+            r"decoder input 'past_key_values\.0\.key' shape .* is not \[batch, 3, past",
+        ),
+        Tamper(
+            "manifest-io-name",
+            lambda b: edit_manifest(b, _set(["kv_cache", "past_key"], "past.{layer}.k")),
+            r"graph 'decoder' I/O is not what the runtime feeds",
+        ),
+        # manifest parsing
+        Tamper("manifest-duplicate-key", _duplicate_key, r"duplicate key 'schema_version'"),
+        Tamper(
+            "manifest-nan",
+            lambda b: (b / MANIFEST_NAME).write_text(
+                (b / MANIFEST_NAME).read_text().replace('"temperature": 0.0', '"temperature": NaN')
+            ),
+            r"NaN is not a JSON number",
+        ),
+        Tamper(
+            "manifest-schema", lambda b: edit_manifest(b, _set(["schema_version"], 99)), r"unknown schema_version 99"
+        ),
+        Tamper("manifest-deep-nesting", _manifest_text("[" * 100_000), r"nested too deeply"),
+        Tamper(
+            "kv-format-string",
+            lambda b: edit_manifest(b, _set(["kv_cache", "past_key"], "{layer:>999999999}")),
+            r"kv_cache\.past_key .* must contain '\{layer\}' once",
+        ),
+        Tamper(
+            "kv-num-layers-huge",
+            lambda b: edit_manifest(b, _set(["kv_cache", "num_layers"], 10**12)),
+            r"kv_cache\.num_layers must be in \[1, 1024\]",
+        ),
+        Tamper(
+            "image-size-huge",
+            lambda b: edit_manifest(b, _set(["preprocess", "image_size"], [100000, 100000])),
+            r"image_size and shortest_edge must be in \[1, 8192\]",
+            vision_only=True,
+        ),
+        Tamper(
+            "image-tokens-huge",
+            lambda b: edit_manifest(b, _set(["text", "num_image_tokens"], 10**9)),
+            r"num_image_tokens must be in \[0, max_context\)",
+        ),
+        # tokenizer and chat template (content the runtime interprets)
+        Tamper(
+            "tokenizer-corrupt",
+            _then_rehash(_corrupt_tokenizer, "tokenizer.json"),
+            r"tokenizer file '.*tokenizer\.json' cannot be loaded",
+        ),
+        Tamper(
+            "tokenizer-image-id",
+            _swap_image_token,
+            r"tokenizer file 'tokenizer\.json' does not match the manifest: image_token",
+            vision_only=True,
+        ),
+        Tamper(
+            "template-syntax",
+            lambda b: edit_manifest(b, _set(["text", "chat_template"], "{% for %}")),
+            r"chat template \(manifest text\.chat_template\) does not compile",
+        ),
+        Tamper(
+            "template-hang",
+            lambda b: edit_manifest(
+                b,
+                _set(
+                    ["text", "chat_template"],
+                    "{% for a in range(9999) %}{% for b in range(9999) %}{% for c in range(9999) %}"
+                    "{% endfor %}{% endfor %}{% endfor %}",
+                ),
+            ),
+            r"chat template \(manifest text\.chat_template\) did not finish rendering within",
+        ),
+        Tamper(
+            "template-memory",
+            lambda b: edit_manifest(b, _set(["text", "chat_template"], "{{ 'a' * 10000000000 }}")),
+            r"chat template \(manifest text\.chat_template\) failed: SecurityError: repetition",
+        ),
+        Tamper(
+            "template-escape",
+            lambda b: edit_manifest(
+                b, _set(["text", "chat_template"], "{{ ''.__class__.__mro__[1].__subclasses__() }}")
+            ),
+            r"chat template \(manifest text\.chat_template\) failed: SecurityError: access to attribute",
+        ),
+    )
+}
 
 
 def run_tamper(tamper: Tamper, bundle: Path, scratch: Path) -> str:
