@@ -120,6 +120,11 @@ def _cached_tiny(name: str) -> Path:
 # -- manifest -----------------------------------------------------------------------------------------------------
 
 
+MANIFEST_ATTACKS = (b"", b"\xff\xfe", b"[]", b"{}", b'{"format": NaN}', b"[" * 100_000, b'{"a": 1, "a": 2}',
+                    b'{"format": "\\ud800"}', b'{"schema_version": ' + b"9" * 5000 + b"}")
+"""Empty, BOM-like bytes, NaN, stack-deep nesting, duplicate keys, a surrogate escape, a 5000-digit integer."""
+
+
 def _manifest_text(ctx: FuzzContext, data: bytes) -> Any:
     path = ctx.path(f"manifest-text/{MANIFEST_NAME}")
     path.write_bytes(data)
@@ -554,7 +559,7 @@ FUZZ_TARGETS: dict[str, FuzzTarget] = {
             _manifest_text,
             _manifest_text_cases,
             "manifest.json bytes -> read_manifest",
-            seeds=lambda ctx: [ctx.manifest_bytes, b"", b"\xff\xfe", b"[]", b"{}", b'{"format": NaN}'],
+            seeds=lambda ctx: [ctx.manifest_bytes, *MANIFEST_ATTACKS],
             from_bytes=True,
         ),
         FuzzTarget(
