@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from edgelmm.runtime.manifest import KVCacheSpec
 from edgelmm.runtime.sampling import choose_token
+from edgelmm.runtime.sessions import graph_errors
 from edgelmm.runtime.tokenizer import Tokenizer
 from edgelmm.specs import GenerationSpec
 
@@ -70,7 +71,8 @@ class Decoder:
             "position_ids": ort.OrtValue.ortvalue_from_numpy(ids[0] if self.position_rows == 1 else ids),
         }
         feed.update(zip(self._past_names, self._past))
-        outputs = self.session.run_with_ort_values(self._outputs, feed)
+        with graph_errors("decoder"):
+            outputs = self.session.run_with_ort_values(self._outputs, feed)
         self._past = outputs[1:]
         self.length = total
         self.next_position = int(positions.max()) + 1
