@@ -235,3 +235,5 @@ def test_unconvertible_pil_modes_and_lazy_truncated_images_are_input_errors(tmp_
     path.write_bytes(buf.getvalue()[:80])
     with pytest.raises(InputError, match="not a readable image"):
         load_image(Image.open(path))  # the caller's lazily opened image fails on first decode
+    with pytest.raises(InputError, match=r"not a readable image \(conversion from La to L not supported\)"):
+        load_image(Image.new("La", (4, 4)))  # premultiplied alpha: main raised Pillow's bare ValueError here
