@@ -32,7 +32,7 @@ StreamCallback = Callable[[str], object]
 
 
 class Decoder:
-    """Runs decoder.onnx step by step for one sequence (batch 1)."""
+    """Runs a ``past-present`` decoder.onnx step by step for one sequence (batch 1)."""
 
     def __init__(self, session: ort.InferenceSession, kv: KVCacheSpec, hidden_size: int) -> None:
         self.session = session
@@ -49,8 +49,12 @@ class Decoder:
         self._past = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in self._past_names]
         self.length = 0
 
-    def forward(self, embeds: np.ndarray) -> np.ndarray:
-        """Append ``embeds`` float32 [1, S, hidden] to the sequence; return float32 logits [vocab] of its last row."""
+    def reserve(self, total: int) -> None:
+        """Nothing to preallocate: every step returns a new present (see runtime.decoding for the shared buffer)."""
+
+    def forward(self, embeds: np.ndarray, *, all_logits: bool = False) -> np.ndarray:
+        """Append ``embeds`` float32 [1, S, hidden] to the sequence; return float32 logits [vocab] of its last row
+        ([S, vocab] of every row with ``all_logits``)."""
         s = embeds.shape[1]
         total = self.length + s
         feed = {
@@ -62,7 +66,8 @@ class Decoder:
         outputs = self.session.run_with_ort_values(self._outputs, feed)
         self._past = outputs[1:]
         self.length = total
-        return np.asarray(outputs[0].numpy()[0, -1], dtype=np.float32)
+        logits = outputs[0].numpy()[0]
+        return np.asarray(logits if all_logits else logits[-1], dtype=np.float32)
 
 
 @dataclasses.dataclass(slots=True)

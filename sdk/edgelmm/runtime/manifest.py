@@ -31,8 +31,12 @@ MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "edgelmm-bundle"
 MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few KB; refuse anything that could exhaust memory
 
-KV_LAYOUTS = ("past-present",)
-"""past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new."""
+KV_LAYOUTS = ("past-present", "shared-buffer")
+"""past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new
+(the runtime feeds each present back as the next past: the whole cache is rewritten every step).
+shared-buffer: past and present are one preallocated buffer [B, kv_heads, capacity, head_dim] per layer and tensor,
+bound to both names; the decoder writes only the new rows in place. ``attention_mask`` [B, past + S] tells it how
+many rows are real. ``max_length`` bounds the capacity (the graph's rotary tables end there)."""
 
 
 @dataclasses.dataclass(**SPEC)
@@ -87,6 +91,8 @@ class KVCacheSpec:
     past_value: str = "past_key_values.{layer}.value"
     present_key: str = "present.{layer}.key"
     present_value: str = "present.{layer}.value"
+    max_length: int = 0
+    """shared-buffer only: the most positions (prompt + generated) the decoder graph can address; 0 = unbounded."""
 
     def __post_init__(self) -> None:
         if self.layout not in KV_LAYOUTS:
@@ -94,6 +100,8 @@ class KVCacheSpec:
         for n in ("num_layers", "num_kv_heads", "head_dim"):
             if getattr(self, n) < 1:
                 raise SpecError(f"kv_cache.{n} must be >= 1")
+        if self.layout == "shared-buffer" and self.max_length < 2:
+            raise SpecError("kv_cache.max_length must be >= 2 for the shared-buffer layout")
 
     def names(self, kind: str) -> list[str]:
         """All layer names for ``kind`` in ("past_key", "past_value", "present_key", "present_value")."""

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from edgelmm.errors import InputError, SpecError
-from edgelmm.runtime.generate import Decoder, StreamCallback, token_loop
+from edgelmm.runtime.decoding import BoundEmbedding, open_decoder
+from edgelmm.runtime.generate import StreamCallback, token_loop
 from edgelmm.runtime.manifest import Manifest, load_bundle, safe_path
 from edgelmm.runtime.metrics import Metrics, peak_rss_mb
 from edgelmm.runtime.preprocess import ImageInput, preprocess
@@ -62,7 +63,9 @@ class Pipeline:
         self.load_ms = load_ms
         self.tokenizer = Tokenizer(safe_path(root, manifest.text.tokenizer_file))
         self.prompts = PromptBuilder(manifest.text, self.tokenizer, has_vision=manifest.has_vision)
-        self.decoder = Decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, manifest.model.hidden_size)
+        hidden = manifest.model.hidden_size
+        self.decoder = open_decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, hidden)
+        self._embed_token = BoundEmbedding(sessions[GraphRole.TOKEN_EMBEDDING].session, hidden)
         self._lock = threading.Lock()
 
     @classmethod
@@ -147,34 +150,68 @@ class Pipeline:
         with self._lock:
             return self._generate(prompt, images, spec, stream, chat)
 
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int | None = None,
+        ignore_eos: bool = False,
+        config: GenerationSpec | None = None,
+        **options: Any,
+    ) -> Result:
+        """Continue raw token ids (no template, no images): benchmarks and evaluations feed exact ids this way.
+
+        ``ignore_eos`` keeps generating through end-of-sequence ids (a fixed number of new tokens).
+        """
+        ids = np.asarray(prompt_ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise InputError("prompt_ids must be a non-empty 1-D sequence of token ids")
+        if ids.min() < 0 or ids.max() >= self.manifest.model.vocab_size:
+            raise InputError(f"prompt_ids must be in [0, {self.manifest.model.vocab_size})")
+        if ids.size >= self.manifest.text.max_context:
+            raise InputError(f"prompt is {ids.size} tokens; the bundle's max context is {self.manifest.text.max_context}")
+        spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
+        eos = frozenset() if ignore_eos else frozenset(self.manifest.text.eos_token_ids)
+        with self._lock:
+            metrics = Metrics(load_ms=self.load_ms, providers=self.providers)
+            t0 = time.perf_counter()
+            return self._decode(ids, lambda: self.embed(ids), spec, None, metrics, t0, eos)
+
     def _generate(
         self, prompt: Any, images: list[ImageInput], spec: GenerationSpec, stream: StreamCallback | None, chat: bool
     ) -> Result:
         metrics = Metrics(load_ms=self.load_ms, images=len(images), providers=self.providers)
         t0 = time.perf_counter()
         ids = self.prompts.build(prompt, len(images), chat=chat)
-        room = self.manifest.text.max_context - len(ids)
         features = None
         if images:
             t1 = time.perf_counter()
             features = self.encode_images(images)
             metrics.vision_ms = (time.perf_counter() - t1) * 1e3
+        metrics.preprocess_ms = (time.perf_counter() - t0) * 1e3 - metrics.vision_ms
+        eos = frozenset(self.manifest.text.eos_token_ids)
+        return self._decode(ids.ids, lambda: self.prompt_embeds(ids, features), spec, stream, metrics, t0, eos)
+
+    def _decode(self, ids: np.ndarray, prompt_embeds: Any, spec: GenerationSpec, stream: StreamCallback | None,
+                metrics: Metrics, t0: float, eos_ids: frozenset[int]) -> Result:
+        """Prefill ``prompt_embeds()`` then generate; ``t0`` is when the call started (TTFT's origin)."""
+        max_new = min(spec.max_new_tokens, self.manifest.text.max_context - len(ids))
         t2 = time.perf_counter()
-        metrics.preprocess_ms = (t2 - t0) * 1e3 - metrics.vision_ms
         self.decoder.reset()
-        first_logits = self.decoder.forward(self.prompt_embeds(ids, features))
+        self.decoder.reserve(len(ids) + max_new)
+        first_logits = self.decoder.forward(prompt_embeds())
         metrics.prefill_ms = (time.perf_counter() - t2) * 1e3
 
         def step(token: int) -> np.ndarray:
-            return self.decoder.forward(self.embed(np.asarray([token], dtype=np.int64)))
+            return self.decoder.forward(self._embed_token(token))
 
         loop = token_loop(
             first_logits,
             step,
             spec=spec,
-            max_new_tokens=min(spec.max_new_tokens, room),
-            eos_ids=frozenset(self.manifest.text.eos_token_ids),
-            prompt_ids=ids.ids,
+            max_new_tokens=max_new,
+            eos_ids=eos_ids,
+            prompt_ids=ids,
             tokenizer=self.tokenizer,
             stream=stream,
         )
