@@ -8,7 +8,7 @@ export EDGELMM_CACHE := $(CURDIR)/.cache/edgelmm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo clean bench-peers
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,10 @@ demo: $(STAMP)
 	$(PY) -m edgelmm run --bundle bundles/smol-vqa --image demos/examples/scene.png \
 		--prompt "What shapes and colours are in this picture?" --max-new-tokens 32
 
+# edgelmm vs onnxruntime-genai and llama.cpp on SmolLM2-135M (not part of `make test`; ~1-2 h the first time: it
+# compiles llama.cpp). Peers go to .venv-peers; results to out/bench-peers (docs/performance.md).
+bench-peers: $(STAMP)
+	PY=$(PY) scripts/bench_peers/run.sh
+
 clean:
-	rm -rf $(VENV) .cache bundles .pytest_cache
+	rm -rf $(VENV) .venv-peers .cache bundles .pytest_cache

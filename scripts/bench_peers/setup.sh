@@ -16,7 +16,7 @@ $PY -m pip install -q --upgrade pip
 $PY -m pip install -q torch==2.13.0  # first: the CPU build; anything that asks for torch later pulls CUDA otherwise
 # The builder loads the HF model with transformers and quantizes with onnxruntime; same pins as edgelmm.
 $PY -m pip install -q -c constraints.txt "onnxruntime-genai==$ORT_GENAI" onnxruntime transformers onnx numpy \
-    safetensors sentencepiece protobuf
+    safetensors sentencepiece protobuf onnx-ir
 mkdir -p "$CACHE/sdist"
 $PY -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_CPP_PYTHON" -d "$CACHE/sdist"
 # No wheel exists: compile llama.cpp for this CPU (AVX-512 on the benchmark machine). ~30-60 min on 2 cores.

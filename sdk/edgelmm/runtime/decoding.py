@@ -29,10 +29,11 @@ def _bind(binding: ort.IOBinding, name: str, array: np.ndarray, *, output: bool 
           shape: tuple[int, ...] | None = None) -> None:
     """Bind ``array``'s memory (no copy) as input or output ``name``; ``shape`` may view a prefix of it."""
     shape = list(array.shape if shape is None else shape)
+    address = array.__array_interface__["data"][0]  # array.ctypes builds a ctypes object per call: 10x slower
     if output:
-        binding.bind_output(name, "cpu", 0, array.dtype.type, shape, array.ctypes.data)
+        binding.bind_output(name, "cpu", 0, array.dtype.type, shape, address)
     else:
-        binding.bind_input(name, "cpu", 0, array.dtype.type, shape, array.ctypes.data)
+        binding.bind_input(name, "cpu", 0, array.dtype.type, shape, address)
 
 
 class SharedBufferDecoder:
