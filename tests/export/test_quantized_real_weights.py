@@ -40,6 +40,7 @@ def test_int4_agrees_with_fp32_on_90_percent_of_2000_teacher_forced_tokens(smoll
     assert len(ids) == TEXT_TOKENS
     reference, quantized = teacher_forced_argmax(fp32, ids), teacher_forced_argmax(int4, ids)
     agreement = float((reference == quantized).mean())
+    print(f"int4 vs fp32 teacher-forced next-token agreement over {TEXT_TOKENS} tokens: {agreement:.4f}")
     assert agreement >= AGREEMENT_FLOOR, f"int4/fp32 next-token agreement {agreement:.3f} < {AGREEMENT_FLOOR}"
     # fp32 itself is sane on this text: it predicts the actual next token often (a broken graph would not).
     assert float((reference[:-1] == ids[1:]).mean()) > 0.4
@@ -57,6 +58,10 @@ def test_int4_bundle_is_quantized_and_records_its_options(smollm2_bundle, smollm
     assert embedding.precision is Precision.INT4 and embedding.options["quantizer"] == "GatherBlockQuantized"
     ops = {n.op_type for n in onnx.load(str(smollm2_int4_bundle / "decoder.onnx"), load_external_data=False).graph.node}
     assert "MatMulNBits" in ops and "MatMul" not in ops  # every projection, the LM head included
+    graph = onnx.load(str(smollm2_int4_bundle / "decoder.onnx"), load_external_data=False).graph
+    bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in graph.node if n.op_type == "MatMulNBits"}
+    assert set(bits.values()) == {4, 8} and [n for n, b in bits.items() if b == 8] == ["/decoder/lm_head/MatMul_Q8"]
+    assert decoder.options["lm_head_bits"] == 8
     size = lambda b: sum(f.stat().st_size for f in b.glob("*.onnx*"))  # noqa: E731
     assert size(smollm2_int4_bundle) < 0.25 * size(smollm2_bundle)
     result = pipe.generate("What is the capital of France?", max_new_tokens=12)

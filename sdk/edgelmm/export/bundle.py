@@ -14,6 +14,7 @@ import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edgelmm.errors import OutputExistsError
 from edgelmm.runtime.manifest import MANIFEST_NAME, FileEntry, Manifest, check_invariants, sha256_file
@@ -121,3 +122,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def save_graph(proto: Any, path: Path) -> None:
+    """Write onnx.ModelProto ``proto`` to ``path``, every weight in one external-data file beside it (graphs over
+    2 GB stay loadable; onnxruntime maps the weights instead of copying them)."""
+    import onnx  # here: check_output must stay importable before the [export] extra is checked
+
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data", size_threshold=1024)

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=None, help="int4/w8: weights per quantization block (default 32)")
     p.add_argument("--accuracy-level", type=int, default=None,
                    help="int4/w8: MatMulNBits compute, 4 = int8 activations (default), 0 = fp32")
+    p.add_argument("--quant-method", default=None, choices=("rtn", "minmax", "hqq"),
+                   help="int4: how block scales are chosen (see docs/performance.md)")
     p.add_argument("--max-context", type=int, default=None, help="max prompt + generated tokens (default: model's)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory (atomically)")
     p.add_argument("--list", action="store_true", help="print the registry's model names and exit")
@@ -49,7 +51,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     if not args.model or not args.out:
         parser.error("--model and --out are required (or --list)")
-    from edgelmm.errors import UnknownNameError
+    from edgelmm.errors import SpecError, UnknownNameError
     from edgelmm.registry import lookup
     from edgelmm.specs import Precision
 
@@ -67,12 +69,17 @@ def main(argv: Sequence[str]) -> int:
     require("onnx", "export")
     from edgelmm.export.exporter import ExportOptions, export_model
 
-    tuning = {k: v for k, v in (("block_size", args.block_size), ("accuracy_level", args.accuracy_level)) if v is not None}
-    options = ExportOptions(precision=precision, max_context=args.max_context, decoder_graph=args.decoder_graph,
-                            **tuning)
+    tuning = {k: v for k, v in (("block_size", args.block_size), ("accuracy_level", args.accuracy_level),
+                                ("method", args.quant_method)) if v is not None}
     from edgelmm.export.quantize import QuantSpec
 
     QuantSpec(precision=precision, **tuning)  # a bad block size fails here, before the model loads
+    if args.quant_method and precision is not Precision.INT4:
+        raise SpecError(f"--quant-method applies to --precision int4 only, not {precision}")
+    if "method" in tuning:
+        tuning["quant_method"] = tuning.pop("method")
+    options = ExportOptions(precision=precision, max_context=args.max_context, decoder_graph=args.decoder_graph,
+                            **tuning)
     started = time.perf_counter()
     loaded = _resolve(args.model)
     log = lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True)  # noqa: E731

@@ -17,12 +17,12 @@ import torch
 from edgelmm import __version__
 from edgelmm.errors import SpecError
 from edgelmm.export import validate
-from edgelmm.export.bundle import check_output, write_bundle
+from edgelmm.export.bundle import check_output, save_graph, write_bundle
 from edgelmm.export.decoders import DECODER_GRAPHS, build_decoder, select_builder
-from edgelmm.export.llama_graph import save as save_graph
 from edgelmm.export.quantize import (
     DEFAULT_ACCURACY_LEVEL,
     DEFAULT_BLOCK_SIZE,
+    DEFAULT_METHOD,
     QuantSpec,
     quantize_decoder,
     quantize_embedding,
@@ -73,6 +73,8 @@ class ExportOptions:
     """int4 / w8 only: weights per quantization block."""
     accuracy_level: int = DEFAULT_ACCURACY_LEVEL
     """int4 / w8 only: MatMulNBits compute type (4 = int8 activations, 0 = fp32)."""
+    quant_method: str = DEFAULT_METHOD
+    """int4 only: rtn | minmax | hqq (see QuantSpec.method)."""
 
     def __post_init__(self) -> None:
         if self.decoder_graph not in DECODER_GRAPHS:
@@ -82,7 +84,8 @@ class ExportOptions:
         """The quantization of one graph (one precision for the text graphs; vision stays fp32 for now)."""
         if role is GraphRole.VISION_ENCODER:
             return QuantSpec()
-        return QuantSpec(precision=self.precision, block_size=self.block_size, accuracy_level=self.accuracy_level)
+        return QuantSpec(precision=self.precision, block_size=self.block_size, accuracy_level=self.accuracy_level,
+                         method=self.quant_method if self.precision is Precision.INT4 else "rtn")
 
 
 def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = ExportOptions(), *, force: bool = False,
@@ -202,7 +205,8 @@ def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, 
         with torch.no_grad():
             cases = validate.validate_shared_decoder(path, reference, embedding, kv, vocab, tol)
     else:
-        kv, io_spec = kv_spec(model), decoder_io(kv_spec(model))
+        kv = kv_spec(model)
+        io_spec = decoder_io(kv)
         export_role(reference, trace_inputs_decoder(int(loaded.text_config.hidden_size), kv), io_spec, path,
                     opset=options.opset, external_data=True)
         if spec.precision is not Precision.FP32:

@@ -20,7 +20,6 @@ scalar) keeps the last K positions before the LM head (0 keeps all: validation a
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -240,9 +239,3 @@ def _layer(g: _Graph, geo: LlamaGeometry, kv: KVCacheSpec, i: int, layer: Any, x
     down = g.node("MatMul", [hidden, g.init(f"{p}/mlp/down_proj/weight", _t(mlp.down_proj.weight))], 1,
                   f"{p}/mlp/down_proj/MatMul")[0]
     return down, residual
-
-
-def save(proto: onnx.ModelProto, path: Path) -> None:
-    """Write ``path`` with every weight in one external-data file beside it (graphs over 2 GB stay loadable)."""
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=f"{path.name}.data", size_threshold=1024)
