@@ -2,16 +2,16 @@
 
 Quantizes the fp32 decoder of an exported bundle (fast graph) once per setting, then for each: teacher-forced
 next-token agreement with fp32 over the fixed 2,000-token text of tests/export/test_quantized_real_weights.py, and
-decode speed (128-token prompt, 128 new tokens, 2 threads), interleaved over rounds (median).
+decode speed (128-token prompt, 128 new tokens, 2 threads), interleaved over rounds (median). Quantized decoders
+are kept in WORK (quantizing is slow and not timed: make them first with --prepare, niced):
 
-    flock /tmp/edgelmm-timing.lock python scripts/quant_sweep.py bundles/bench/smollm2-fp32 [ROUNDS]
+    nice -n 19 python scripts/quant_sweep.py bundles/bench/smollm2-fp32 out/quant-sweep --prepare
+    flock /tmp/edgelmm-timing.lock chrt -f 1 python scripts/quant_sweep.py bundles/bench/smollm2-fp32 out/quant-sweep 5
 """
 
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +28,10 @@ from edgelmm.runtime.sessions import SessionConfig, session_options
 from edgelmm.runtime.tokenizer import Tokenizer
 from edgelmm.specs import Precision
 
-SETTINGS = [("rtn", 32, 4), ("minmax", 32, 4), ("minmax", 32, 0), ("minmax", 64, 4), ("minmax", 128, 4)]
-"""(method, block size, accuracy level); every setting keeps the LM head at 8 bits (QuantSpec.lm_head_bits)."""
+SETTINGS = [("rtn-sym", 32, 4), ("rtn-asym", 32, 4), ("rtn-asym", 32, 0), ("rtn-asym", 64, 4), ("rtn-asym", 128, 4),
+            ("rtn-asym", 16, 4), ("minmax", 32, 4)]
+"""(method, block size, accuracy level); rtn-sym / rtn-asym: round to nearest without / with integer zero points.
+Every setting keeps the LM head at 8 bits (QuantSpec.lm_head_bits)."""
 
 
 def text_ids(tokenizer: Tokenizer, n: int = 2000) -> np.ndarray:
@@ -38,7 +40,9 @@ def text_ids(tokenizer: Tokenizer, n: int = 2000) -> np.ndarray:
 
 
 def main() -> None:
-    bundle, rounds = Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    bundle, work = Path(sys.argv[1]), Path(sys.argv[2])
+    prepare = sys.argv[3:] == ["--prepare"]
+    rounds = 3 if prepare or len(sys.argv) < 4 else int(sys.argv[3])
     manifest = load_bundle(bundle, check_hashes=False)
     kv, hidden = manifest.kv_cache, manifest.model.hidden_size
     tokenizer = Tokenizer(bundle / "tokenizer.json")
@@ -47,19 +51,23 @@ def main() -> None:
     embed = ort.InferenceSession(str(bundle / "token_embedding.onnx"), options, providers=["CPUExecutionProvider"])
     one = BoundEmbedding(embed, hidden)
     table = embed.run(None, {"input_ids": ids[None]})[0]
-    fp32 = onnx.load(str(bundle / "decoder.onnx"))
-    work = Path(tempfile.mkdtemp(prefix="edgelmm-sweep-"))
+    fp32 = None
     decoders = {}
     for method, block, level in [("fp32", 0, 0), *SETTINGS]:
         if block == 0:
             path = bundle / "decoder.onnx"
         else:
             path = work / f"{method}-b{block}-a{level}" / "decoder.onnx"
-            path.parent.mkdir()
-            fresh = onnx.ModelProto()
-            fresh.CopyFrom(fp32)  # the quantizer and the external-data writer both edit the proto in place
-            spec = QuantSpec(precision=Precision.INT4, block_size=block, accuracy_level=level, method=method)
-            save(quantize_decoder(fresh, spec), path)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fp32 = fp32 or onnx.load(str(bundle / "decoder.onnx"))
+                fresh = onnx.ModelProto()
+                fresh.CopyFrom(fp32)  # the quantizer and the external-data writer both edit the proto in place
+                spec = QuantSpec(precision=Precision.INT4, block_size=block, accuracy_level=level,
+                                 method=method.split("-")[0], symmetric=method != "rtn-asym")
+                save(quantize_decoder(fresh, spec), path)
+        if prepare:
+            continue
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         decoders[(method, block, level)] = SharedBufferDecoder(session, kv, hidden)
 
@@ -78,6 +86,8 @@ def main() -> None:
             logits = decoder.forward(one(int(np.argmax(logits))))
         return 127 / (time.perf_counter() - start)
 
+    if prepare:
+        return
     reference = argmax_all(decoders[("fp32", 0, 0)])
     speeds = {k: [] for k in decoders}
     for _ in range(rounds):
@@ -93,7 +103,6 @@ def main() -> None:
                      "agreement": agreement})
         print(f"| {method} | {block or '-'} | {level if block else '-'} | {speed:.1f} | {agreement:.3f} |")
     print(json.dumps(rows))
-    shutil.rmtree(work)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def test_generate_ids_checks_its_input(tiny_lm_bundle):
     from edgelmm.errors import InputError
 
     pipe = Pipeline.load(tiny_lm_bundle)
-    for bad, pattern in (([], "non-empty"), ([5, 999], r"must be in \[0, 260\)"), ([1] * 600, "max context is 512")):
+    for bad, pattern in (([], "non-empty"), ([5, 999], r"must be in \[0, 260\)"), ([1] * 600, "context of 512")):
         with pytest.raises(InputError, match=pattern):
             pipe.generate_ids(bad, max_new_tokens=2)
     result = pipe.generate_ids([40, 41, 42], max_new_tokens=5, ignore_eos=True)

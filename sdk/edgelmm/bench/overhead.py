@@ -31,6 +31,7 @@ def measure(bundle: str, prompt_ids: list[int], new_tokens: int, threads: int, t
     pipe = Pipeline.load(bundle, threads=threads)
     pipe.generate_ids(prompt_ids, max_new_tokens=8, ignore_eos=True)  # warm up: arenas, thread pools, caches
     pipe.decoder.reset()
+    pipe.decoder.reserve(len(prompt_ids) + new_tokens)  # as Pipeline does: no KV growth inside the profiled loop
     embeds = pipe.embed(prompt_ids)
     first = pipe.decoder.forward(embeds)
     profiler = cProfile.Profile()

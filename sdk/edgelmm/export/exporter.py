@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from edgelmm import __version__
-from edgelmm.errors import SpecError
+from edgelmm.errors import ExportError, SpecError
 from edgelmm.export import validate
 from edgelmm.export.bundle import check_output, save_graph, write_bundle
 from edgelmm.export.decoders import DECODER_GRAPHS, build_decoder, select_builder
@@ -30,14 +30,15 @@ from edgelmm.export.quantize import (
 from edgelmm.export.graphs import (
     Decoder,
     TokenEmbedding,
-    VisionEncoder,
     export_role,
     kv_spec,
     trace_inputs_decoder,
     trace_inputs_embedding,
     trace_inputs_vision,
+    vision_encoder,
 )
 from edgelmm.export.io_spec import decoder_io, embedding_io, vision_io
+from edgelmm.models import families
 from edgelmm.models.loaded import LoadedModel
 from edgelmm.runtime.manifest import (
     BUNDLE_FORMAT,
@@ -49,7 +50,7 @@ from edgelmm.runtime.manifest import (
     TensorSpec,
     TextSpec,
 )
-from edgelmm.specs import GenerationSpec, GraphRole, ModelKind, Precision
+from edgelmm.specs import GenerationSpec, GraphRole, Precision
 
 DEFAULT_OPSET = 18  # dynamo's floor; opset 23 would emit Attention/RotaryEmbedding ops mobile runtimes lack
 TOKENIZER_FILE = "tokenizer.json"
@@ -96,13 +97,25 @@ def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = Export
         raise SpecError(f"precision '{options.precision}' cannot be exported yet; valid: {valid}")
     if options.max_context is not None and not (2 <= options.max_context <= loaded.max_context):
         raise SpecError(f"max_context must be in [2, {loaded.max_context}] for this model, got {options.max_context}")
+    family = families.get(loaded.family_name)
+    text_type = loaded.text_config.model_type
+    vision_type = getattr(getattr(loaded.config, "vision_config", None), "model_type", "")
+    families.check_model_types(family, vision_type, text_type)
+    installed = _version("transformers") or "?"
+    families.check_transformers(family, installed)
     check_output(out, force=force)
     started = time.perf_counter()
 
     def populate(tmp: Path) -> Manifest:
         return _populate(loaded, tmp, options, log, started)
 
-    return write_bundle(out, populate, force=force)
+    try:
+        return write_bundle(out, populate, force=force)
+    except ExportError as exc:
+        if type(exc) is not ExportError:  # tolerance/shape failures are about numbers, not versions
+            raise
+        raise ExportError(f"{exc} (edgelmm verified {family.title} with transformers {family.transformers};"
+                          f" installed: {installed})") from exc
 
 
 def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, started: float) -> Manifest:
@@ -113,11 +126,12 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
     graphs: dict[GraphRole, GraphSpec] = {}
     cases: list[validate.Case] = []
 
-    if loaded.kind is ModelKind.LLAVA:
+    if loaded.has_vision:
         log("exporting vision_encoder (tower + connector)...")
-        module, io_spec, path = VisionEncoder(model), vision_io(), tmp / "vision_encoder.onnx"
-        size = loaded.preprocess.image_size
-        export_role(module, trace_inputs_vision(size), io_spec, path, opset=options.opset, external_data=False)
+        module, path = vision_encoder(loaded), tmp / "vision_encoder.onnx"
+        io_spec, size = vision_io(dynamic_batch=module.batch_size is None), loaded.preprocess.image_size
+        export_role(module, trace_inputs_vision(size, module.batch_size), io_spec, path, opset=options.opset,
+                    external_data=False)
         cases += validate.validate_vision(path, module, size, tol[GraphRole.VISION_ENCODER],
                                           loaded.preprocess.value_range)
         graphs[GraphRole.VISION_ENCODER] = _graph_spec(path, tmp, options, options.quant_spec(GraphRole.VISION_ENCODER))
@@ -172,7 +186,9 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
             image_token=loaded.image_token,
             image_token_id=loaded.image_token_id,
             num_image_tokens=loaded.num_image_tokens,
+            image_prompt=loaded.image_prompt,
         ),
+        positions=loaded.positions,
         generation=GenerationSpec(max_new_tokens=min(options.max_new_tokens, max_context - 1)),
         invariants={
             "decoder.inputs_embeds[-1] == model.hidden_size": hidden,
@@ -193,6 +209,9 @@ def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, 
                     max_context: int, log: Log) -> tuple[KVCacheSpec, GraphSpec, list[validate.Case]]:
     """decoder.onnx: the fast hand-built graph where the architecture has one, else torch.onnx; then quantized."""
     builder, how = select_builder(model, options.decoder_graph)
+    rows = loaded.positions.rows
+    if builder is not None and rows != 1:  # the fast graph derives linear positions from the mask inside GQA
+        builder, how = None, f"generic torch.onnx export: {rows}-row positions ({loaded.positions.scheme})"
     spec = options.quant_spec(GraphRole.DECODER)
     reference = Decoder(model, kv_spec(model).num_layers)  # the torch side of every parity case
     path, vocab = tmp / "decoder.onnx", int(model.get_input_embeddings().num_embeddings)
@@ -206,8 +225,8 @@ def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, 
             cases = validate.validate_shared_decoder(path, reference, embedding, kv, vocab, tol)
     else:
         kv = kv_spec(model)
-        io_spec = decoder_io(kv)
-        export_role(reference, trace_inputs_decoder(int(loaded.text_config.hidden_size), kv), io_spec, path,
+        io_spec = decoder_io(kv, position_rows=rows)
+        export_role(reference, trace_inputs_decoder(int(loaded.text_config.hidden_size), kv, rows), io_spec, path,
                     opset=options.opset, external_data=True)
         if spec.precision is not Precision.FP32:
             proto = quantize_decoder(onnx.load(str(path)), spec)
@@ -215,7 +234,8 @@ def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, 
                 stale.unlink(missing_ok=True)
             save_graph(proto, path)
         with torch.no_grad():
-            cases = validate.validate_decoder(path, reference, embedding, kv, vocab, tol, io_spec.input_names)
+            cases = validate.validate_decoder(path, reference, embedding, kv, vocab, tol, io_spec.input_names,
+                                             rows)
     graph = _graph_spec(path, tmp, options, spec)
     graph = dataclasses.replace(graph, options={**graph.options, "graph": how})
     return kv, graph, cases

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from edgelmm.errors import InputError
+from edgelmm.errors import InputError, SpecError
 from edgelmm.runtime.generate import Decoder
 from edgelmm.runtime.manifest import KVCacheSpec
 
@@ -77,9 +77,15 @@ class SharedBufferDecoder:
             _bind(self._binding, past, buffer)
             _bind(self._binding, present, buffer, output=True)
 
-    def forward(self, embeds: np.ndarray, *, all_logits: bool = False) -> np.ndarray:
+    def forward(self, embeds: np.ndarray, positions: np.ndarray | None = None, *, all_logits: bool = False
+                ) -> np.ndarray:
         """Append ``embeds`` float32 [1, S, hidden]; return logits float32 [vocab] of the last position (a view,
-        valid until the next call), or [S, vocab] of every position with ``all_logits``."""
+        valid until the next call), or [S, vocab] of every position with ``all_logits``.
+
+        ``positions`` int64 [1, S] may be given (the past-present interface) but must continue the sequence: the
+        graph derives positions from the attention mask's length."""
+        if positions is not None and int(positions[0, 0]) != self.length:
+            raise InputError(f"the shared-buffer decoder continues at position {self.length}, got {positions[0, 0]}")
         embeds = np.ascontiguousarray(embeds, dtype=np.float32)
         total = self.length + embeds.shape[1]
         self.reserve(total)
@@ -120,6 +126,11 @@ DECODERS = {"past-present": Decoder, "shared-buffer": SharedBufferDecoder}
 """KV-cache layout (manifest kv_cache.layout) -> runtime decoder class."""
 
 
-def open_decoder(session: ort.InferenceSession, kv: KVCacheSpec, hidden_size: int) -> Decoder | SharedBufferDecoder:
+def open_decoder(session: ort.InferenceSession, kv: KVCacheSpec, hidden_size: int, position_rows: int = 1
+                 ) -> Decoder | SharedBufferDecoder:
     """The decoder class for the bundle's KV layout (the manifest validated the layout name already)."""
+    if kv.layout == "past-present":
+        return Decoder(session, kv, hidden_size, position_rows)
+    if position_rows != 1:  # the exporter never pairs them; a hand-edited manifest could
+        raise SpecError(f"the {kv.layout} KV layout takes linear positions only, not {position_rows} rows")
     return DECODERS[kv.layout](session, kv, hidden_size)
