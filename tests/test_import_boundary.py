@@ -29,6 +29,12 @@ def test_runtime_and_run_help_do_not_import_heavy_modules():
     assert _heavy_modules_after("edgelmm.runtime, edgelmm.cli", "run") == ""
 
 
+def test_bench_and_bench_help_do_not_import_heavy_modules():
+    """Benchmarks run on devices with the runtime only."""
+    modules = "edgelmm.bench.runner, edgelmm.bench.report, edgelmm.bench.compare, edgelmm.bench.cli"
+    assert _heavy_modules_after(modules, "bench") == ""
+
+
 def test_demo_app_and_demo_help_do_not_import_heavy_modules():
     """The Gradio demo is runtime-only: its UI module and `edgelmm demo --help` load no torch, transformers, onnx."""
     assert _heavy_modules_after("edgelmm.demo.app, edgelmm.demo.engine", "demo") == ""

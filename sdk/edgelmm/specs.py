@@ -77,6 +77,9 @@ class GenerationSpec:
     """Stop strings: generation ends when the text contains one; the text is cut before it."""
     seed: int | None = None
     """Seed for sampling; None draws one from the OS."""
+    ignore_eos: bool = False
+    """Never choose an eos id (their logits are masked), so exactly max_new_tokens come out unless a stop string
+    or the context ends it. For benchmarks (llama.cpp's ``--ignore-eos``), not for answers."""
 
     def __post_init__(self) -> None:
         problems = []

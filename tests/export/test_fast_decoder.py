@@ -122,13 +122,3 @@ def test_export_options_are_checked_before_any_work(tiny_lm, tmp_path):
     assert not (tmp_path / "x").exists()
     assert dataclasses.asdict(ExportOptions())["block_size"] == 32
 
-
-def test_generate_ids_checks_its_input(tiny_lm_bundle):
-    from edgelmm.errors import InputError
-
-    pipe = Pipeline.load(tiny_lm_bundle)
-    for bad, pattern in (([], "non-empty"), ([5, 999], r"must be in \[0, 260\)"), ([1] * 600, "context of 512")):
-        with pytest.raises(InputError, match=pattern):
-            pipe.generate_ids(bad, max_new_tokens=2)
-    result = pipe.generate_ids([40, 41, 42], max_new_tokens=5, ignore_eos=True)
-    assert len(result.token_ids) == 5 and result.prompt_tokens == 3

@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 
 import pytest
@@ -77,3 +78,30 @@ def test_concurrent_generate_calls_are_serialised(pipe):
     for t in threads:
         t.join()
     assert not errors and results == [expected] * 4
+
+
+def test_ignore_eos_generates_exactly_max_new_tokens(tiny_bundle):
+    pipe = Pipeline.load(tiny_bundle)  # its own pipeline: the manifest is edited below
+    first = pipe.generate("hello", max_new_tokens=6).token_ids[0]
+    pipe.manifest = dataclasses.replace(pipe.manifest,
+                                        text=dataclasses.replace(pipe.manifest.text, eos_token_ids=(first,)))
+    stopped = pipe.generate("hello", max_new_tokens=6)
+    assert stopped.finish_reason == "eos" and stopped.token_ids == [first]
+    forced = pipe.generate("hello", max_new_tokens=6, ignore_eos=True)
+    assert forced.finish_reason == "length" and len(forced.token_ids) == 6 and first not in forced.token_ids
+
+
+def test_generate_ids_matches_generate(pipe):
+    ids = pipe.prompts.build("What is this?")
+    a = pipe.generate("What is this?", max_new_tokens=6)
+    b = pipe.generate_ids(ids.ids.tolist(), max_new_tokens=6)
+    assert a.token_ids == b.token_ids and a.prompt_tokens == b.prompt_tokens == len(ids)
+
+
+@pytest.mark.parametrize(
+    ("ids", "pattern"),
+    [([], "1 <= length < 512"), ([[1, 2]], "1-D ints"), ([0.5], "1-D ints"), ([1, 10**6], "must lie in \\[0, ")],
+)
+def test_generate_ids_refuses_bad_ids(pipe, ids, pattern):
+    with pytest.raises(InputError, match=pattern):
+        pipe.generate_ids(ids, max_new_tokens=2)

@@ -107,6 +107,7 @@ def token_loop(
 ) -> LoopResult:
     """Sample from ``first_logits``, then call ``step(token) -> logits`` until eos, a stop string or the limit."""
     rng = np.random.default_rng(spec.seed)
+    masked = np.fromiter(eos_ids, dtype=np.int64) if spec.ignore_eos else _NONE
     penalised = spec.repetition_penalty != 1.0
     detok = tokenizer.stream()
     tokens: list[int] = []
@@ -118,6 +119,9 @@ def token_loop(
     decode_start = 0.0
     while True:
         seen = np.concatenate([prompt_ids, np.asarray(tokens, dtype=np.int64)]) if penalised else _NONE
+        if masked.size:
+            logits = logits.copy()
+            logits[masked[masked < logits.shape[-1]]] = -np.inf
         token = choose_token(logits, spec, seen, rng)
         tokens.append(token)
         if len(tokens) == 1:

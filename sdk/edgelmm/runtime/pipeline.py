@@ -222,69 +222,56 @@ class Pipeline:
             raise InputError(f"{len(images)} images given; the limit is {MAX_IMAGES_PER_PROMPT} per prompt")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
         with self._lock:
-            return self._generate(prompt, images, spec, stream, chat)
+            start = time.perf_counter()
+            tiles = self.prepare_images(images) if images else []
+            ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
+            return self._generate(ids, tiles, spec, stream, start)
 
     def generate_ids(
         self,
         prompt_ids: Sequence[int],
         *,
         max_new_tokens: int | None = None,
-        ignore_eos: bool = False,
+        stream: StreamCallback | None = None,
         config: GenerationSpec | None = None,
         **options: Any,
     ) -> Result:
-        """Continue raw token ids (no template, no images): benchmarks and evaluations feed exact ids this way.
+        """Continue raw token ids: no chat template, no tokenization, no images (benchmarks feed exact ids).
 
-        ``ignore_eos`` keeps generating through end-of-sequence ids (a fixed number of new tokens).
+        ``prompt_ids``: ints in [0, vocab), 1 <= len < max_context. ``ignore_eos=True`` (a generation option)
+        generates exactly ``max_new_tokens``, as ``edgelmm bench``'s pp<N> / tg<N> tests need.
         """
-        ids = np.asarray(prompt_ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size == 0:
-            raise InputError("prompt_ids must be a non-empty 1-D sequence of token ids")
-        if ids.min() < 0 or ids.max() >= self.manifest.model.vocab_size:
-            raise InputError(f"prompt_ids must be in [0, {self.manifest.model.vocab_size})")
-        self._check_room(ids.size)
+        ids = np.asarray(prompt_ids)
+        vocab, limit = self.manifest.model.vocab_size, self.max_context
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not 1 <= ids.shape[0] < limit:
+            raise InputError(f"prompt_ids must be 1-D ints, 1 <= length < {limit}; got {ids.dtype} {ids.shape}")
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise InputError(f"prompt_ids must lie in [0, {vocab}); got {ids.min()}..{ids.max()}")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
-        eos = frozenset() if ignore_eos else frozenset(self.manifest.text.eos_token_ids)
-        positions = prompt_positions(self.manifest.positions, ids.size, ())
         with self._lock:
-            metrics = self._load_metrics(0)
-            t0 = time.perf_counter()
-            return self._decode(ids, positions, lambda: self.embed(ids), spec, None, metrics, t0, eos)
-
-    def _check_room(self, prompt_tokens: int) -> None:
-        """InputError unless at least one token can follow a prompt of ``prompt_tokens`` within ``max_context``."""
-        if prompt_tokens < self.max_context:
-            return
-        owner = f"profile '{self.profile.name}'" if self.profile else "this pipeline"
-        raise InputError(f"prompt is {prompt_tokens} tokens; {owner} allows a context of {self.max_context}"
-                         " (max_context), leaving no room to generate")
+            prompt = PromptIds(ids.astype(np.int64), ())
+            return self._generate(prompt, [], spec, stream, time.perf_counter())
 
     def _generate(
-        self, prompt: Any, images: list[ImageInput], spec: GenerationSpec, stream: StreamCallback | None, chat: bool
+        self, ids: PromptIds, tiles: list[ImageTiles], spec: GenerationSpec, stream: StreamCallback | None, t0: float
     ) -> Result:
-        metrics = self._load_metrics(len(images))
-        t0 = time.perf_counter()
-        tiles = self.prepare_images(images) if images else []
-        ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
-        self._check_room(len(ids))
+        """Encode images, prefill, decode. ``t0``: perf_counter() at the call, the origin of TTFT."""
+        metrics = self._load_metrics(len(tiles))
+        room = self.max_context - len(ids)
+        if room < 1:  # the bundle's own cap is checked by the prompt builder; this is the profile's lower one
+            owner = f"profile '{self.profile.name}'" if self.profile else "this pipeline"
+            raise InputError(f"prompt is {len(ids)} tokens; {owner} allows a context of {self.max_context}"
+                             " (max_context), leaving no room to generate")
         features = None
-        if images:
+        if tiles:
             t1 = time.perf_counter()
             features = self.encode_images(tiles)
             metrics.vision_ms = (time.perf_counter() - t1) * 1e3
-        metrics.preprocess_ms = (time.perf_counter() - t0) * 1e3 - metrics.vision_ms
-        eos = frozenset(self.manifest.text.eos_token_ids)
-        positions = prompt_positions(self.manifest.positions, len(ids), ids.image_slots)
-        return self._decode(ids.ids, positions, lambda: self.prompt_embeds(ids, features), spec, stream, metrics, t0,
-                            eos)
-
-    def _decode(self, ids: np.ndarray, positions: np.ndarray, prompt_embeds: Any, spec: GenerationSpec,
-                stream: StreamCallback | None, metrics: Metrics, t0: float, eos_ids: frozenset[int]) -> Result:
-        """Prefill ``prompt_embeds()`` at ``positions`` then generate; ``t0`` is when the call started (TTFT's
-        origin)."""
-        max_new = min(spec.max_new_tokens, self.max_context - len(ids))
         t2 = time.perf_counter()
-        first_logits = self._prefill(prompt_embeds(), positions, len(ids) + max_new)
+        metrics.preprocess_ms = (t2 - t0) * 1e3 - metrics.vision_ms
+        positions = prompt_positions(self.manifest.positions, len(ids), ids.image_slots)
+        max_new = min(spec.max_new_tokens, room)
+        first_logits = self._prefill(self.prompt_embeds(ids, features), positions, len(ids) + max_new)
         metrics.prefill_ms = (time.perf_counter() - t2) * 1e3
 
         def step(token: int) -> np.ndarray:
@@ -295,8 +282,8 @@ class Pipeline:
             step,
             spec=spec,
             max_new_tokens=max_new,
-            eos_ids=eos_ids,
-            prompt_ids=ids,
+            eos_ids=frozenset(self.manifest.text.eos_token_ids),
+            prompt_ids=ids.ids,
             tokenizer=self.tokenizer,
             stream=stream,
         )
