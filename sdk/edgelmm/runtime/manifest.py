@@ -379,6 +379,9 @@ def _family_field_problems(manifest: Manifest) -> list[str]:
     rank = 3 if positions.rows > 1 else 2
     if shape is not None and len(shape) != rank:
         problems.append(f"decoder position_ids has rank {len(shape)}; positions.scheme {positions.scheme} needs {rank}")
+    if decoder and shape is None and rank != 2:  # a shared-buffer graph derives linear positions from the mask
+        problems.append(f"decoder has no position_ids input (linear positions only); positions.scheme"
+                        f" {positions.scheme} needs rank {rank}")
     return problems
 
 

@@ -179,13 +179,13 @@ class Pipeline:
             embeds[0, start : start + length] = features[i]
         return embeds
 
-    def _prefill(self, embeds: np.ndarray, positions: np.ndarray, total: int) -> np.ndarray:
+    def _prefill(self, embeds: np.ndarray, positions: np.ndarray, total: int = 0) -> np.ndarray:
         """Start a new sequence with ``embeds`` float32 [1, S, hidden] at ``positions`` int64 [rows, S],
         ``prefill_chunk`` tokens per decoder call (activation memory grows with the tokens per call); return the
         last position's logits float32 [vocab]. ``total``: prompt + new tokens, reserved before the first call
-        (a shared-buffer KV cache is then allocated once, not grown while generating)."""
+        (a shared-buffer KV cache is then allocated once, not grown while generating; default: the prompt)."""
         self.decoder.reset()
-        self.decoder.reserve(total)
+        self.decoder.reserve(max(total, embeds.shape[1]))
         chunk = self.prefill_chunk or embeds.shape[1]
         for start in range(0, embeds.shape[1], chunk):
             logits = self.decoder.forward(embeds[:, start : start + chunk], positions[:, start : start + chunk])
