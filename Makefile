@@ -8,7 +8,7 @@ export EDGELMM_CACHE := $(CURDIR)/.cache/edgelmm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test demo demo-ui clean arm-check fuzz
+.PHONY: venv test demo demo-ui clean arm-check fuzz bench-peers
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,5 +41,10 @@ arm-check: $(STAMP)
 fuzz: $(STAMP)  # 10,000 generated cases per loader; the table in docs/reliability.md
 	nice -n 19 $(PY) -m edgelmm.testing.fuzz
 
+# edgelmm vs onnxruntime-genai and llama.cpp on SmolLM2-135M (not part of `make test`; ~1-2 h the first time: it
+# compiles llama.cpp). Peers go to .venv-peers; results to out/bench-peers (docs/performance.md).
+bench-peers: $(STAMP)
+	PY=$(PY) scripts/bench_peers/run.sh
+
 clean:
-	rm -rf $(VENV) .cache bundles .pytest_cache
+	rm -rf $(VENV) .venv-peers .cache bundles .pytest_cache

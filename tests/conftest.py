@@ -58,6 +58,17 @@ def smollm2_bundle(smollm2, tmp_path_factory) -> Path:
     return _export(smollm2, tmp_path_factory.mktemp("bundles") / "smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def smollm2_int4_bundle(smollm2, tmp_path_factory) -> Path:
+    """SmolLM2 with int4 weights (decoder MatMulNBits, embedding GatherBlockQuantized), default block/accuracy."""
+    from edgelmm.export.exporter import ExportOptions, export_model
+    from edgelmm.specs import Precision
+
+    out = tmp_path_factory.mktemp("bundles") / "smollm2-135m-int4"
+    export_model(smollm2, out, ExportOptions(precision=Precision.INT4))
+    return out
+
+
 def draw_scene(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
     """A procedurally drawn scene: coloured shapes on a plain background."""
     rng = np.random.default_rng(seed)

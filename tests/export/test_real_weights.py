@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from edgelmm.runtime import Pipeline
-from edgelmm.specs import GraphRole
 
 pytestmark = pytest.mark.real_weights
 
@@ -48,18 +47,14 @@ def smol_vqa(tmp_path_factory):
 def test_smol_vqa_bundle_logits_match_torch(smol_vqa, sample_images):
     """Figure 3: vision + embedding + merge + decoder through the runtime vs the torch LLaVA, every position."""
     from edgelmm.export.validate import TOLERANCES
-    from edgelmm.specs import Precision
+    from edgelmm.specs import GraphRole, Precision
 
     loaded, bundle = smol_vqa
     pipe = Pipeline.load(bundle, threads=2)
     prompt = pipe.prompts.build("What shape is in the picture?", 1)
     embeds = pipe.prompt_embeds(prompt, pipe.encode_images([sample_images[1]]))
-    kv = pipe.manifest.kv_cache
-    feed = {"inputs_embeds": embeds, "attention_mask": np.ones((1, len(prompt)), np.int64),
-            "position_ids": np.arange(len(prompt), dtype=np.int64)[None]}
-    empty = np.zeros((1, kv.num_kv_heads, 0, kv.head_dim), np.float32)
-    feed.update({name: empty for name in kv.names("past_key") + kv.names("past_value")})
-    ours = pipe.sessions[GraphRole.DECODER].session.run(["logits"], feed)[0]
+    pipe.decoder.reset()
+    ours = pipe.decoder.forward(embeds, all_logits=True)[None]  # whatever the KV layout, every position's logits
     from edgelmm.runtime.preprocess import preprocess
 
     pixels = torch.from_numpy(preprocess([sample_images[1]], pipe.manifest.preprocess))

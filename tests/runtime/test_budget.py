@@ -64,7 +64,10 @@ def test_estimate_terms_follow_the_manifest(tiny_lm_bundle):
     full = estimate_memory(manifest)
     assert full.context == manifest.text.max_context and full.prefill_chunk == full.context
     assert kv_cache_bytes(kv, 10) == 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * 10 * 4
-    assert full.kv_mb == pytest.approx(2 * kv_cache_bytes(kv, full.context) / 2**20)  # past + present
+    # past + present for past-present; one in-place buffer of at most max_length rows for shared-buffer
+    expected = (kv_cache_bytes(kv, min(full.context, kv.max_length)) if kv.layout == "shared-buffer"
+                else 2 * kv_cache_bytes(kv, full.context))
+    assert full.kv_mb == pytest.approx(expected / 2**20)
     files = sum(e.bytes for n, e in manifest.files.items() if n != manifest.text.tokenizer_file)
     assert full.weights_mb == pytest.approx(files / 2**20)
     short = estimate_memory(manifest, context=32, prefill_chunk=8)
@@ -79,7 +82,14 @@ def test_a_budget_10_percent_below_the_estimate_is_refused_before_any_session(ti
         Pipeline.load(tiny_bundle, profile(memory_budget_mb=budget))
     message = str(err.value)
     assert f"needs ~{estimate.total_mb:.0f} MB" in message and f"allows {budget} MB" in message
-    assert "\n" not in message and "would fit with max_context <=" in message
+    assert "\n" not in message
+    # A budget that a shorter context fits: the error says which max_context would (the tiny model's KV cache and
+    # activations are a few MB, so this budget sits between the estimates at 32 tokens and at the full context).
+    short = estimate_memory(read_manifest(tiny_bundle), context=32, prefill_chunk=32)
+    budget = math.ceil(short.total_mb)
+    assert budget < estimate.total_mb
+    with pytest.raises(BudgetError, match="would fit with max_context <="):
+        Pipeline.load(tiny_bundle, profile(memory_budget_mb=budget))
 
 
 @pytest.mark.real_weights

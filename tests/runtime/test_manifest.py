@@ -36,7 +36,10 @@ def test_manifest_round_trips_and_carries_the_contract(tiny_bundle):
     assert versions["torch"] and versions["onnx"] and versions["onnxruntime"]
     decoder = manifest.graphs[GraphRole.DECODER]
     assert decoder.external_data == ("decoder.onnx.data",)
-    assert decoder.input("past_key_values.1.value").shape[2] == "past_sequence_length"
+    # The Llama decoder is the fast graph: one KV buffer per layer and tensor, shared by past and present.
+    assert manifest.kv_cache.layout == "shared-buffer" and manifest.kv_cache.max_length == 512
+    assert decoder.input("past_key_values.1.value").shape[2] == "max_cache_length"
+    assert decoder.output("present.1.value").shape[2] == "max_cache_length"
     for entry in manifest.files.values():
         assert len(entry.sha256) == 64 and entry.bytes > 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edgelmm.atomic import check_target, staged_dir, write_durably
 from edgelmm.runtime.manifest import MANIFEST_NAME, FileEntry, Manifest, check_invariants, sha256_file
@@ -34,3 +35,12 @@ def list_files(root: Path) -> dict[str, FileEntry]:
         if path.is_file() and not path.is_symlink() and path.name != MANIFEST_NAME:
             files[path.relative_to(root).as_posix()] = FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
     return files
+
+
+def save_graph(proto: Any, path: Path) -> None:
+    """Write onnx.ModelProto ``proto`` to ``path``, every weight in one external-data file beside it (graphs over
+    2 GB stay loadable; onnxruntime maps the weights instead of copying them)."""
+    import onnx  # here: check_output must stay importable before the [export] extra is checked
+
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data", size_threshold=1024)

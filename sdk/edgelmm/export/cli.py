@@ -5,6 +5,7 @@ examples:
   edgelmm export --families
   edgelmm export --model smol-vqa --out bundles/smol-vqa
   edgelmm export --model ./my-llava-dir --out bundles/my-llava --precision fp32 --force
+  edgelmm export --model smollm2-135m --out bundles/smollm2-int4 --precision int4
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="registry name (see --list) or a local LlavaForConditionalGeneration / causal LM dir")
     p.add_argument("--out", help="bundle directory to write")
-    p.add_argument("--precision", default="fp32", help="weight precision (default fp32)")
+    p.add_argument("--precision", default="fp32",
+                   help="decoder weights: fp32 (default), int4 / w8 (MatMulNBits weight-only blocks), int8 (dynamic)")
+    p.add_argument("--decoder-graph", default="auto", choices=("auto", "fast", "generic"),
+                   help="auto (default): the fast hand-built graph where the architecture has one; generic: torch.onnx"
+                        " with past/present copying (the baseline)")
+    p.add_argument("--block-size", type=int, default=None, help="int4/w8: weights per quantization block (default 32)")
+    p.add_argument("--accuracy-level", type=int, default=None,
+                   help="int4/w8: MatMulNBits compute, 4 = int8 activations (default), 0 = fp32")
+    p.add_argument("--quant-method", default=None, choices=("rtn", "minmax", "hqq"),
+                   help="int4: how block scales are chosen (see docs/performance.md)")
     p.add_argument("--max-context", type=int, default=None, help="max prompt + generated tokens (default: model's)")
     p.add_argument("--image-size", default=None, metavar="N|HxW",
                    help="image size a fixed-grid family (Qwen2-VL) is exported for (default: its 448 px grid)")
@@ -50,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     if not args.model or not args.out:
         parser.error("--model and --out are required (or --list)")
-    from edgelmm.errors import UnknownNameError
+    from edgelmm.errors import SpecError, UnknownNameError
     from edgelmm.registry import lookup
     from edgelmm.specs import Precision
 
@@ -69,7 +79,17 @@ def main(argv: Sequence[str]) -> int:
     require("onnx", "export")
     from edgelmm.export.exporter import ExportOptions, export_model
 
-    options = ExportOptions(precision=precision, max_context=args.max_context)
+    tuning = {k: v for k, v in (("block_size", args.block_size), ("accuracy_level", args.accuracy_level),
+                                ("method", args.quant_method)) if v is not None}
+    from edgelmm.export.quantize import QuantSpec
+
+    QuantSpec(precision=precision, **tuning)  # a bad block size fails here, before the model loads
+    if args.quant_method and precision is not Precision.INT4:
+        raise SpecError(f"--quant-method applies to --precision int4 only, not {precision}")
+    if "method" in tuning:
+        tuning["quant_method"] = tuning.pop("method")
+    options = ExportOptions(precision=precision, max_context=args.max_context, decoder_graph=args.decoder_graph,
+                            **tuning)
     started = time.perf_counter()
     loaded = _resolve(args.model, image_size)
     log = lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True)  # noqa: E731

@@ -17,7 +17,16 @@ import torch
 from edgelmm import __version__
 from edgelmm.errors import ExportError, SpecError
 from edgelmm.export import validate
-from edgelmm.export.bundle import check_output, write_bundle
+from edgelmm.export.bundle import check_output, save_graph, write_bundle
+from edgelmm.export.decoders import DECODER_GRAPHS, build_decoder, select_builder
+from edgelmm.export.quantize import (
+    DEFAULT_ACCURACY_LEVEL,
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_METHOD,
+    QuantSpec,
+    quantize_decoder,
+    quantize_embedding,
+)
 from edgelmm.export.graphs import (
     Decoder,
     TokenEmbedding,
@@ -35,6 +44,7 @@ from edgelmm.runtime.manifest import (
     BUNDLE_FORMAT,
     SCHEMA_VERSION,
     GraphSpec,
+    KVCacheSpec,
     Manifest,
     ModelInfo,
     TensorSpec,
@@ -44,7 +54,8 @@ from edgelmm.specs import GenerationSpec, GraphRole, Precision
 
 DEFAULT_OPSET = 18  # dynamo's floor; opset 23 would emit Attention/RotaryEmbedding ops mobile runtimes lack
 TOKENIZER_FILE = "tokenizer.json"
-SUPPORTED_PRECISIONS = (Precision.FP32,)
+SUPPORTED_PRECISIONS = (Precision.FP32, Precision.INT8, Precision.INT4, Precision.W8)
+"""Decoder weight precisions; the token embedding follows int4 (4-bit rows), the vision encoder stays fp32."""
 
 Log = Callable[[str], object]
 
@@ -57,6 +68,25 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     max_new_tokens: int = 128
     """Default generation length recorded in the manifest."""
+    decoder_graph: str = "auto"
+    """auto | fast | generic (export.decoders.DECODER_GRAPHS): the hand-built fast graph or torch.onnx."""
+    block_size: int = DEFAULT_BLOCK_SIZE
+    """int4 / w8 only: weights per quantization block."""
+    accuracy_level: int = DEFAULT_ACCURACY_LEVEL
+    """int4 / w8 only: MatMulNBits compute type (4 = int8 activations, 0 = fp32)."""
+    quant_method: str = DEFAULT_METHOD
+    """int4 only: rtn | minmax | hqq (see QuantSpec.method)."""
+
+    def __post_init__(self) -> None:
+        if self.decoder_graph not in DECODER_GRAPHS:
+            raise SpecError(f"decoder graph '{self.decoder_graph}' is not valid; valid: {', '.join(DECODER_GRAPHS)}")
+
+    def quant_spec(self, role: GraphRole) -> QuantSpec:
+        """The quantization of one graph (one precision for the text graphs; vision stays fp32 for now)."""
+        if role is GraphRole.VISION_ENCODER:
+            return QuantSpec()
+        return QuantSpec(precision=self.precision, block_size=self.block_size, accuracy_level=self.accuracy_level,
+                         method=self.quant_method if self.precision is Precision.INT4 else "rtn")
 
 
 def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = ExportOptions(), *, force: bool = False,
@@ -92,8 +122,7 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
     model = loaded.model.float().eval()
     text_config = loaded.text_config
     hidden, vocab = int(text_config.hidden_size), int(model.get_input_embeddings().num_embeddings)
-    kv = kv_spec(model)
-    tol = validate.TOLERANCES[options.precision]
+    tol = validate.TOLERANCES[Precision.FP32]
     graphs: dict[GraphRole, GraphSpec] = {}
     cases: list[validate.Case] = []
 
@@ -105,28 +134,29 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
                     external_data=False)
         cases += validate.validate_vision(path, module, size, tol[GraphRole.VISION_ENCODER],
                                           loaded.preprocess.value_range)
-        graphs[GraphRole.VISION_ENCODER] = _graph_spec(path, tmp, options)
+        graphs[GraphRole.VISION_ENCODER] = _graph_spec(path, tmp, options, options.quant_spec(GraphRole.VISION_ENCODER))
 
     log("exporting token_embedding...")
     embedding, io_spec, path = TokenEmbedding(model), embedding_io(), tmp / "token_embedding.onnx"
     export_role(embedding, trace_inputs_embedding(vocab), io_spec, path, opset=options.opset, external_data=False)
-    cases += validate.validate_embedding(path, embedding, vocab, tol[GraphRole.TOKEN_EMBEDDING])
-    graphs[GraphRole.TOKEN_EMBEDDING] = _graph_spec(path, tmp, options)
+    spec = options.quant_spec(GraphRole.TOKEN_EMBEDDING)
+    proto, precision = quantize_embedding(onnx.load(str(path)), spec)
+    # The table goes to external data: onnxruntime maps it, and only the rows a prompt touches become resident
+    # (a generation touches kilobytes of the 113 MB fp32 / 18 MB int4 table, not all of it).
+    save_graph(proto, path)
+    cases += validate.validate_embedding(path, embedding, vocab, validate.tolerance(precision,
+                                                                                    GraphRole.TOKEN_EMBEDDING))
+    graphs[GraphRole.TOKEN_EMBEDDING] = _graph_spec(path, tmp, options, dataclasses.replace(spec, precision=precision),
+                                                    gather=True)
 
-    log(f"exporting decoder ({kv.num_layers} layers)...")
-    rows = loaded.positions.rows
-    decoder, io_spec, path = Decoder(model, kv.num_layers), decoder_io(kv, position_rows=rows), tmp / "decoder.onnx"
-    export_role(decoder, trace_inputs_decoder(hidden, kv, rows), io_spec, path, opset=options.opset,
-                external_data=True)
-    with torch.no_grad():
-        cases += validate.validate_decoder(path, decoder, embedding, kv, vocab, tol[GraphRole.DECODER],
-                                           io_spec.input_names, rows)
-    graphs[GraphRole.DECODER] = _graph_spec(path, tmp, options)
+    max_context = options.max_context or loaded.max_context
+    kv, decoder_spec, cases_decoder = _export_decoder(loaded, model, embedding, tmp, options, max_context, log)
+    graphs[GraphRole.DECODER] = decoder_spec
+    cases += cases_decoder
     validate.check(cases)
 
     loaded.tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER_FILE))
     tokenizer = loaded.tokenizer
-    max_context = options.max_context or loaded.max_context
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         format=BUNDLE_FORMAT,
@@ -175,7 +205,43 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
     return manifest
 
 
-def _graph_spec(path: Path, root: Path, options: ExportOptions) -> GraphSpec:
+def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, tmp: Path, options: ExportOptions,
+                    max_context: int, log: Log) -> tuple[KVCacheSpec, GraphSpec, list[validate.Case]]:
+    """decoder.onnx: the fast hand-built graph where the architecture has one, else torch.onnx; then quantized."""
+    builder, how = select_builder(model, options.decoder_graph)
+    rows = loaded.positions.rows
+    if builder is not None and rows != 1:  # the fast graph derives linear positions from the mask inside GQA
+        builder, how = None, f"generic torch.onnx export: {rows}-row positions ({loaded.positions.scheme})"
+    spec = options.quant_spec(GraphRole.DECODER)
+    reference = Decoder(model, kv_spec(model).num_layers)  # the torch side of every parity case
+    path, vocab = tmp / "decoder.onnx", int(model.get_input_embeddings().num_embeddings)
+    tol = validate.tolerance(spec.precision, GraphRole.DECODER)
+    log(f"exporting decoder ({how}, {spec.precision})...")
+    if builder is not None:
+        proto, kv = build_decoder(builder, model, max_context)
+        save_graph(quantize_decoder(proto, spec), path)
+        del proto
+        with torch.no_grad():
+            cases = validate.validate_shared_decoder(path, reference, embedding, kv, vocab, tol)
+    else:
+        kv = kv_spec(model)
+        io_spec = decoder_io(kv, position_rows=rows)
+        export_role(reference, trace_inputs_decoder(int(loaded.text_config.hidden_size), kv, rows), io_spec, path,
+                    opset=options.opset, external_data=True)
+        if spec.precision is not Precision.FP32:
+            proto = quantize_decoder(onnx.load(str(path)), spec)
+            for stale in (path, path.with_name(path.name + ".data")):
+                stale.unlink(missing_ok=True)
+            save_graph(proto, path)
+        with torch.no_grad():
+            cases = validate.validate_decoder(path, reference, embedding, kv, vocab, tol, io_spec.input_names,
+                                             rows)
+    graph = _graph_spec(path, tmp, options, spec)
+    graph = dataclasses.replace(graph, options={**graph.options, "graph": how})
+    return kv, graph, cases
+
+
+def _graph_spec(path: Path, root: Path, options: ExportOptions, spec: QuantSpec, *, gather: bool = False) -> GraphSpec:
     """Read the exported graph's real I/O (names, dtypes, symbolic shapes) and its external-data files."""
     proto = onnx.load(str(path), load_external_data=False)
     external = sorted({
@@ -188,11 +254,12 @@ def _graph_spec(path: Path, root: Path, options: ExportOptions) -> GraphSpec:
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=options.opset)
     return GraphSpec(
         file=path.relative_to(root).as_posix(),
-        precision=options.precision,
+        precision=spec.precision,
         opset=int(opset),
         inputs=tuple(_tensor_spec(v) for v in proto.graph.input),
         outputs=tuple(_tensor_spec(v) for v in proto.graph.output),
         external_data=tuple(external),
+        options=spec.options(gather=gather),
     )
 
 

@@ -32,9 +32,26 @@ TOLERANCES: dict[Precision, dict[GraphRole, tuple[float, float]]] = {
     },
 }
 
+# Quantized graphs are compared with the fp32 torch model too. The bounds are ~3x the worst difference measured on
+# SmolLM2-135M (docs/performance.md); their accuracy is judged by token agreement, these only catch a broken graph.
+TOLERANCES[Precision.INT4] = {GraphRole.TOKEN_EMBEDDING: (0.5, 0.0), GraphRole.DECODER: (50.0, 0.0)}
+TOLERANCES[Precision.W8] = {GraphRole.TOKEN_EMBEDDING: (0.5, 0.0), GraphRole.DECODER: (50.0, 0.0)}
+TOLERANCES[Precision.INT8] = {GraphRole.TOKEN_EMBEDDING: (0.5, 0.0), GraphRole.DECODER: (50.0, 0.0)}
+
+
+def tolerance(precision: Precision, role: GraphRole) -> tuple[float, float]:
+    """(atol, rtol) of one graph at ``precision``; fp32 graphs of a quantized bundle use the fp32 row."""
+    return TOLERANCES.get(precision, TOLERANCES[Precision.FP32]).get(role, TOLERANCES[Precision.FP32][role])
+
+
 # (batch, sequence, past): prefill from an empty cache, one decode step, a batch; none equals the trace shape
 # (graphs.TRACE_*; a test checks).
 DECODER_CASES = ((1, 6, 0), (1, 1, 9), (3, 2, 5))
+# The shared-buffer graph (GroupQueryAttention on CPU) takes a prompt chunk after a past only at batch 1, so its
+# batch case is a decode step; (1, 3, 5) is a second prompt chunk (chunked prefill, multi-turn).
+SHARED_DECODER_CASES = ((1, 6, 0), (1, 1, 9), (3, 1, 5), (1, 3, 5))
+SHARED_CACHE_SLACK = 3
+"""Validation buffers are this much longer than the sequence: rows beyond it must be ignored by the graph."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,6 +131,42 @@ def validate_decoder(path: Path, module: torch.nn.Module, embed: Callable[[torch
         feed = dict(zip(input_names, [embeds.numpy(), mask.numpy(), positions.numpy(), *[p.numpy() for p in past]]))
         o, t = _run_case(session, module, feed, args)
         cases.append(compare("decoder", f"batch {batch}, seq {seq}, past {past_len}", o, t, *tol))
+    return cases
+
+
+def validate_shared_decoder(path: Path, module: torch.nn.Module, embed: Callable[[torch.Tensor], torch.Tensor],
+                            kv: KVCacheSpec, vocab: int, tol: tuple[float, float]) -> list[Case]:
+    """The shared-buffer graph against the torch model (through the past-present wrapper ``module``).
+
+    The past goes into a zero-padded buffer longer than needed; compared: every position's logits and the rows
+    of each present buffer that hold real positions (the rest must be untouched zeros).
+    """
+    session, cases = _session(path), []
+    gen = torch.Generator().manual_seed(7)
+    for batch, seq, past_len in SHARED_DECODER_CASES:
+        past = _real_past(module, embed, kv, vocab, batch, past_len, gen, 1)
+        embeds = embed(torch.randint(0, vocab, (batch, seq), generator=gen))
+        total = past_len + seq
+        positions = torch.arange(past_len, total, dtype=torch.int64).expand(batch, seq).contiguous()
+        capacity = total + SHARED_CACHE_SLACK
+        buffers = []
+        for p in past:
+            buffer = np.zeros((batch, kv.num_kv_heads, capacity, kv.head_dim), np.float32)
+            buffer[:, :, :past_len] = p.numpy()
+            buffers.append(buffer)
+        names = [n for pair in zip(kv.names("past_key"), kv.names("past_value")) for n in pair]
+        feed = {"inputs_embeds": embeds.numpy(), "attention_mask": np.ones((batch, total), np.int64),
+                "logits_to_keep": np.array(0, np.int64), **dict(zip(names, buffers))}
+        ort_out = session.run(None, feed)
+        with torch.no_grad():
+            ref = module(embeds, torch.ones(batch, total, dtype=torch.int64), positions, past)
+        ours = [ort_out[0]] + [o[:, :, :total] for o in ort_out[1:]]
+        stray = max(float(np.abs(o[:, :, total:]).max()) for o in ort_out[1:])
+        if stray != 0.0:
+            raise ExportShapeError(f"decoder at batch {batch}, seq {seq}, past {past_len}: the graph wrote KV rows"
+                                   f" beyond the sequence (max |value| {stray:.3g})")
+        cases.append(compare("decoder", f"batch {batch}, seq {seq}, past {past_len} (shared buffer)", ours,
+                             [r.detach().numpy() for r in ref], *tol))
     return cases
 
 

@@ -40,8 +40,9 @@ def tiny_llama_config(vocab_size: int) -> LlamaConfig:
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,  # grouped KV heads, as SmolLM2: the export must handle GQA
+        num_attention_heads=2,
+        num_key_value_heads=1,  # grouped KV heads, as SmolLM2: the export must handle GQA
+        head_dim=16,  # onnxruntime's GroupQueryAttention needs head_dim % 16 == 0 (the fast decoder graph)
         max_position_embeddings=512,
         rms_norm_eps=1e-5,
         tie_word_embeddings=False,

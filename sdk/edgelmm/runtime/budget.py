@@ -7,16 +7,18 @@ the figures and the check against measured peak RSS are in docs/profiles.md):
 
 - runtime: Python, numpy and onnxruntime after import, a fixed cost per session (session state, kernel code paged
   in), and the parsed tokenizer (a multiple of its JSON size).
-- weights: every graph's bytes times what its precision's kernels keep resident. External data is memory-mapped
+- weights: every graph's bytes times what its precision's kernels keep resident (a token-embedding table in external
+  data: only the rows of the context's tokens, since it is mapped and gathered from). External data is memory-mapped
   (page-aligned offsets) or read, then the CPU kernels prepack the weights into their own layout and release the
   original: fp32 GEMM keeps ~1 copy, int8 (MatMulInteger) ~1.1, int4 MatMulNBits prepacked for int8 compute ~1.6
   (block sums and scales beside the 4-bit blocks, part of the file staying mapped).
 - load transient: a graph with weights *inside* the .onnx is parsed into a protobuf and then copied into tensors, so
   for a moment it is held twice; mapped external data has no such double.
 - KV cache: from :class:`KVCacheSpec` at the profile's context. ``past-present`` holds two caches during a step
-  (the past fed in and the present coming out); a layout that updates one buffer in place holds one.
+  (the past fed in and the present coming out); ``shared-buffer`` updates one buffer in place, holds one, and never
+  more rows than its graph's ``max_length``.
 - activations: one decoder call on a prefill chunk of ``c`` tokens at context ``T``: logits ``c x vocab`` twice
-  (onnxruntime's output and its numpy copy) and the attention probabilities ``heads x c x T`` a few times over
+  (onnxruntime's output and its numpy copy; ``1 x vocab`` for ``shared-buffer`` graphs, which keep the last position) and the attention probabilities ``heads x c x T`` a few times over
   (scores, softmax, their mask-add), plus the vision encoder's for one image.
 """
 
@@ -86,12 +88,18 @@ def kv_cache_bytes(kv: KVCacheSpec, tokens: int) -> int:
     return 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * tokens * itemsize
 
 
+def kv_rows(kv: KVCacheSpec, context: int) -> int:
+    """Positions the KV cache holds at ``context`` tokens: a shared buffer never exceeds its graph's max_length."""
+    return min(context, kv.max_length) if kv.layout == "shared-buffer" else context
+
+
 def activation_bytes(manifest: Manifest, chunk: int, context: int) -> int:
     """Peak activations of one decoder call on ``chunk`` new tokens with ``context`` positions in all (float32)."""
     hidden, vocab, kv = manifest.model.hidden_size, manifest.model.vocab_size, manifest.kv_cache
     heads = max(hidden // kv.head_dim, kv.num_kv_heads)  # attention heads (Llama-style: hidden = heads x head_dim)
-    logits = LOGITS_COPIES * chunk * vocab
-    attention = ATTENTION_COPIES * heads * chunk * context + 2 * heads * context * kv.head_dim  # + K/V per head
+    fused = kv.layout == "shared-buffer"  # GroupQueryAttention: one score buffer, last-position logits only
+    logits = LOGITS_COPIES * (1 if fused else chunk) * vocab
+    attention = (1 if fused else ATTENTION_COPIES) * heads * chunk * context + 2 * heads * context * kv.head_dim
     per_token = HIDDEN_COPIES * chunk * hidden
     return 4 * (logits + attention + per_token)
 
@@ -111,21 +119,29 @@ def graph_bytes(manifest: Manifest, role: GraphRole) -> tuple[int, int]:
     return manifest.files[graph.file].bytes, external
 
 
+def resident_weight_bytes(manifest: Manifest, role: GraphRole, context: int) -> float:
+    """Weight bytes one graph keeps resident. A token-embedding table in external data is mapped and gathered
+    from, never prepacked: at most the rows of ``context`` distinct tokens become resident."""
+    inline, external = graph_bytes(manifest, role)
+    if role is GraphRole.TOKEN_EMBEDDING and external:
+        return inline + external * min(context, manifest.model.vocab_size) / manifest.model.vocab_size
+    return WEIGHT_RESIDENCY.get(manifest.graphs[role].precision, 1.0) * (inline + external)
+
+
 def estimate_memory(manifest: Manifest, *, context: int | None = None, prefill_chunk: int | None = None) -> MemoryEstimate:
     """Estimate RSS for ``manifest`` at ``context`` tokens (default: the bundle's max) with prefill chunks of
     ``prefill_chunk`` tokens (default: the whole prompt in one call). Reads only the manifest."""
     context = min(context or manifest.text.max_context, manifest.text.max_context)
     chunk = min(prefill_chunk or context, context)
     inline = {role: graph_bytes(manifest, role)[0] for role in manifest.graphs}
-    weights = sum(WEIGHT_RESIDENCY.get(graph.precision, 1.0) * sum(graph_bytes(manifest, role))
-                  for role, graph in manifest.graphs.items())
+    weights = sum(resident_weight_bytes(manifest, role, context) for role in manifest.graphs)
     tokenizer = manifest.files[manifest.text.tokenizer_file].bytes
     copies = KV_COPIES.get(manifest.kv_cache.layout, 2)
     return MemoryEstimate(
         runtime_mb=RUNTIME_BASE_MB + SESSION_MB * len(manifest.graphs) + TOKENIZER_FACTOR * tokenizer / MB,
         weights_mb=weights / MB,
         load_transient_mb=max(inline.values(), default=0) / MB,
-        kv_mb=copies * kv_cache_bytes(manifest.kv_cache, context) / MB,
+        kv_mb=copies * kv_cache_bytes(manifest.kv_cache, kv_rows(manifest.kv_cache, context)) / MB,
         activations_mb=(activation_bytes(manifest, chunk, context) + vision_bytes(manifest)) / MB,
         context=context,
         prefill_chunk=chunk,

@@ -33,7 +33,7 @@ StreamCallback = Callable[[str], object]
 
 
 class Decoder:
-    """Runs decoder.onnx step by step for one sequence (batch 1)."""
+    """Runs a ``past-present`` decoder.onnx step by step for one sequence (batch 1)."""
 
     def __init__(self, session: ort.InferenceSession, kv: KVCacheSpec, hidden_size: int, position_rows: int = 1
                  ) -> None:
@@ -54,8 +54,13 @@ class Decoder:
         self.length = 0
         self.next_position = 0
 
-    def forward(self, embeds: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
-        """Append ``embeds`` float32 [1, S, hidden] to the sequence; return float32 logits [vocab] of its last row.
+    def reserve(self, total: int) -> None:
+        """Nothing to preallocate: every step returns a new present (see runtime.decoding for the shared buffer)."""
+
+    def forward(self, embeds: np.ndarray, positions: np.ndarray | None = None, *, all_logits: bool = False
+                ) -> np.ndarray:
+        """Append ``embeds`` float32 [1, S, hidden] to the sequence; return float32 logits [vocab] of its last row
+        ([S, vocab] of every row with ``all_logits``).
 
         ``positions``: int64 [position_rows, S] (see positions.py); default: the S positions after the last one.
         """
@@ -76,7 +81,8 @@ class Decoder:
         self._past = outputs[1:]
         self.length = total
         self.next_position = int(positions.max()) + 1
-        return np.asarray(outputs[0].numpy()[0, -1], dtype=np.float32)
+        logits = outputs[0].numpy()[0]
+        return np.asarray(logits if all_logits else logits[-1], dtype=np.float32)
 
 
 @dataclasses.dataclass(slots=True)

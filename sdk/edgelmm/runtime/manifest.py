@@ -41,8 +41,12 @@ MAX_CONTEXT = 2**22
 MAX_IMAGE_SIDE = 8192
 MAX_HEADS_OR_DIM = 2**16
 
-KV_LAYOUTS = ("past-present",)
-"""past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new."""
+KV_LAYOUTS = ("past-present", "shared-buffer")
+"""past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new
+(the runtime feeds each present back as the next past: the whole cache is rewritten every step).
+shared-buffer: past and present are one preallocated buffer [B, kv_heads, capacity, head_dim] per layer and tensor,
+bound to both names; the decoder writes only the new rows in place. ``attention_mask`` [B, past + S] tells it how
+many rows are real. ``max_length`` bounds the capacity (the graph's rotary tables end there)."""
 PREPROCESS_MODES = ("squash", "shortest-edge-crop", "longest-edge-squash", "tiles")
 POSITION_SCHEMES = ("linear", "mrope")
 
@@ -105,6 +109,8 @@ class KVCacheSpec:
     past_value: str = "past_key_values.{layer}.value"
     present_key: str = "present.{layer}.key"
     present_value: str = "present.{layer}.value"
+    max_length: int = 0
+    """shared-buffer only: the most positions (prompt + generated) the decoder graph can address; 0 = unbounded."""
 
     def __post_init__(self) -> None:
         if self.layout not in KV_LAYOUTS:
@@ -123,6 +129,8 @@ class KVCacheSpec:
                 fields = None
             if fields != [("layer", "", None)]:
                 raise SpecError(f"kv_cache.{n} {template!r:.60} must contain '{{layer}}' once and no other field")
+        if self.layout == "shared-buffer" and not 2 <= self.max_length <= MAX_CONTEXT:
+            raise SpecError(f"kv_cache.max_length must be in [2, {MAX_CONTEXT}] for the shared-buffer layout")
 
     def names(self, kind: str) -> list[str]:
         """All layer names for ``kind`` in ("past_key", "past_value", "present_key", "present_value")."""
@@ -418,6 +426,9 @@ def _family_field_problems(manifest: Manifest) -> list[str]:
     rank = 3 if positions.rows > 1 else 2
     if shape is not None and len(shape) != rank:
         problems.append(f"decoder position_ids has rank {len(shape)}; positions.scheme {positions.scheme} needs {rank}")
+    if decoder and shape is None and rank != 2:  # a shared-buffer graph derives linear positions from the mask
+        problems.append(f"decoder has no position_ids input (linear positions only); positions.scheme"
+                        f" {positions.scheme} needs rank {rank}")
     return problems
 
 
@@ -432,11 +443,13 @@ def io_contract(manifest: Manifest) -> dict[GraphRole, tuple[dict[str, str], dic
         GraphRole.TOKEN_EMBEDDING: ({"input_ids": "int64"}, {"inputs_embeds": "float32"}),
     }
     kv = manifest.kv_cache
-    if kv.layout == "past-present":
-        past = {n: kv.dtype for kind in ("past_key", "past_value") for n in kv.names(kind)}
-        present = {n: kv.dtype for kind in ("present_key", "present_value") for n in kv.names(kind)}
-        feeds = {"inputs_embeds": "float32", "attention_mask": "int64", "position_ids": "int64", **past}
-        contract[GraphRole.DECODER] = (feeds, {"logits": "float32", **present})
+    past = {n: kv.dtype for kind in ("past_key", "past_value") for n in kv.names(kind)}
+    present = {n: kv.dtype for kind in ("present_key", "present_value") for n in kv.names(kind)}
+    # past-present decoders take explicit positions; shared-buffer ones derive them from attention_mask and take
+    # logits_to_keep (decoding.py binds exactly these)
+    extra = {"position_ids": "int64"} if kv.layout == "past-present" else {"logits_to_keep": "int64"}
+    feeds = {"inputs_embeds": "float32", "attention_mask": "int64", **extra, **past}
+    contract[GraphRole.DECODER] = (feeds, {"logits": "float32", **present})
     return contract
 
 

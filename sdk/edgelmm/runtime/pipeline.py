@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from edgelmm.errors import BundleError, InputError, SpecError
-from edgelmm.runtime.generate import Decoder, StreamCallback, token_loop
+from edgelmm.runtime.decoding import BoundEmbedding, open_decoder
+from edgelmm.runtime.generate import StreamCallback, token_loop
 from edgelmm.runtime.manifest import Manifest, safe_path, verify_files, verify_graphs
 from edgelmm.runtime.metrics import Metrics, peak_rss_mb
 from edgelmm.runtime.plan import LoadPlan, plan_load
@@ -105,8 +106,10 @@ class Pipeline:
         """Prompt tokens per decoder call (0: the whole prompt in one call)."""
         self.prompts = prompts or load_prompt_builder(root, manifest)
         self.tokenizer = self.prompts.tokenizer
-        self.decoder = Decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, manifest.model.hidden_size,
-                               manifest.positions.rows)
+        hidden = manifest.model.hidden_size
+        self.decoder = open_decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, hidden,
+                                    manifest.positions.rows)
+        self._embed_token = BoundEmbedding(sessions[GraphRole.TOKEN_EMBEDDING].session, hidden)
         self._lock = threading.Lock()
         """Serialises generate(): one decoder KV cache per pipeline. Encode/embed calls need no lock (sessions are
         thread-safe); build one Pipeline per concurrent conversation for parallelism."""
@@ -215,11 +218,13 @@ class Pipeline:
             embeds[0, start : start + length] = features[i]
         return embeds
 
-    def _prefill(self, embeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def _prefill(self, embeds: np.ndarray, positions: np.ndarray, total: int = 0) -> np.ndarray:
         """Start a new sequence with ``embeds`` float32 [1, S, hidden] at ``positions`` int64 [rows, S],
         ``prefill_chunk`` tokens per decoder call (activation memory grows with the tokens per call); return the
-        last position's logits float32 [vocab]."""
+        last position's logits float32 [vocab]. ``total``: prompt + new tokens, reserved before the first call
+        (a shared-buffer KV cache is then allocated once, not grown while generating; default: the prompt)."""
         self.decoder.reset()
+        self.decoder.reserve(max(total, embeds.shape[1]))
         chunk = self.prefill_chunk or embeds.shape[1]
         for start in range(0, embeds.shape[1], chunk):
             logits = self.decoder.forward(embeds[:, start : start + chunk], positions[:, start : start + chunk])
@@ -321,17 +326,18 @@ class Pipeline:
         t2 = time.perf_counter()
         metrics.preprocess_ms = (t2 - t0) * 1e3 - metrics.vision_ms
         positions = prompt_positions(self.manifest.positions, len(ids), ids.image_slots)
-        first_logits = self._prefill(self.prompt_embeds(ids, features), positions)
+        max_new = min(spec.max_new_tokens, room)
+        first_logits = self._prefill(self.prompt_embeds(ids, features), positions, len(ids) + max_new)
         metrics.prefill_ms = (time.perf_counter() - t2) * 1e3
 
         def step(token: int) -> np.ndarray:
-            return self.decoder.forward(self.embed(np.asarray([token], dtype=np.int64)))
+            return self.decoder.forward(self._embed_token(token))
 
         loop = token_loop(
             first_logits,
             step,
             spec=spec,
-            max_new_tokens=min(spec.max_new_tokens, room),
+            max_new_tokens=max_new,
             eos_ids=frozenset(self.manifest.text.eos_token_ids),
             prompt_ids=ids.ids,
             tokenizer=self.tokenizer,

@@ -1,0 +1,193 @@
+"""Weight quantization of one graph, driven by a QuantSpec (onnxruntime's quantizers, nothing hand-rolled).
+
+    QuantSpec(precision=int4, block_size=32, accuracy_level=4)  ->  MatMul -> MatMulNBits (4-bit blocks)
+    QuantSpec(precision=w8, ...)                                ->  MatMul -> MatMulNBits (8-bit blocks)
+    QuantSpec(precision=int8)                                   ->  MatMul -> MatMulInteger (per-channel int8
+                                                                    weights, activations quantized at run time;
+                                                                    onnxruntime fuses it to DynamicQuantizeMatMul)
+    QuantSpec(precision=int4) on a Gather graph (token_embedding) -> GatherBlockQuantized (4-bit rows)
+
+Each graph of a bundle gets its own spec (the decoder int4, the vision encoder fp32, ...); ``options()`` is what the
+manifest records for that graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgelmm.errors import SpecError
+from edgelmm.specs import SPEC, Precision
+
+WEIGHT_ONLY_BITS = {Precision.INT4: 4, Precision.W8: 8}
+QUANTIZABLE = (Precision.FP32, Precision.INT8, Precision.INT4, Precision.W8)
+
+METHODS = ("rtn", "minmax", "hqq")
+DEFAULT_METHOD = "minmax"
+DEFAULT_BLOCK_SIZE = 32
+DEFAULT_ACCURACY_LEVEL = 4
+ACCURACY_LEVEL_NOTE = (
+    "accuracy_level 4 quantizes activations to int8 inside MatMulNBits; results differ slightly between x86-64 and "
+    "aarch64 kernels (logit differences ~0.1 seen), so greedy outputs may differ across CPU architectures"
+)
+
+
+@dataclasses.dataclass(**SPEC)
+class QuantSpec:
+    """How one graph's weights are stored and computed.
+
+    Defaults are the fastest setting measured on the reference CPU (docs/performance.md, SmolLM2-135M, 2 threads):
+    block 32 with accuracy level 4 (int8 dot products on VNNI); 4-bit agreement with fp32 stays >= 90% there.
+    """
+
+    precision: Precision = Precision.FP32
+    block_size: int = DEFAULT_BLOCK_SIZE
+    """Weights per quantization block along K (MatMulNBits / GatherBlockQuantized); power of two, >= 16."""
+    accuracy_level: int = DEFAULT_ACCURACY_LEVEL
+    """MatMulNBits compute type: 0 = unset (fp32), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations."""
+    symmetric: bool = True
+    """Symmetric blocks store no zero points (smaller, what llama.cpp's Q4_0 does)."""
+    lm_head_bits: int = 8
+    """Bits of the decoder's output projection (0 keeps it fp32). 8 by default, as llama.cpp keeps its output
+    tensor above 4 bits: the LM head decides every token, and small LMs tie it to the embedding table."""
+    method: str = DEFAULT_METHOD
+    """int4 MatMul weights: rtn (round to nearest, ``symmetric`` or with an integer zero point), minmax (each
+    block's min..max on 16 levels with a float zero point: llama.cpp's Q4_1 form) or hqq (half-quadratic
+    optimisation of scale and float zero point). Calibration-free all three; embeddings and every other precision
+    always take rtn (see ``weight_method``)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.precision not in QUANTIZABLE:
+            problems.append(f"precision '{self.precision}' has no quantizer; valid: {', '.join(QUANTIZABLE)}")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            problems.append(f"block_size must be a power of two >= 16, got {self.block_size}")
+        if self.method not in METHODS:
+            problems.append(f"method '{self.method}' is not valid; valid: {', '.join(METHODS)}")
+        if self.lm_head_bits not in (0, 4, 8):
+            problems.append(f"lm_head_bits must be 0 (fp32), 4 or 8, got {self.lm_head_bits}")
+        if self.accuracy_level not in (0, 1, 2, 3, 4):
+            problems.append(f"accuracy_level must be 0-4, got {self.accuracy_level}")
+        if problems:
+            raise SpecError("invalid quantization spec: " + "; ".join(problems))
+
+    @property
+    def weight_method(self) -> str:
+        """The method MatMul weights actually get: ``method`` for int4, rtn otherwise."""
+        return self.method if self.precision is Precision.INT4 else "rtn"
+
+    def options(self, *, gather: bool = False) -> dict[str, Any]:
+        """What the manifest records for a graph quantized with this spec (``gather``: an embedding table)."""
+        if gather and self.precision is Precision.INT4:
+            return {"quantizer": "GatherBlockQuantized", "bits": 4, "block_size": self.block_size,
+                    "symmetric": self.symmetric}
+        if self.precision in WEIGHT_ONLY_BITS:
+            method = self.weight_method
+            out: dict[str, Any] = {"quantizer": "MatMulNBits", "method": method,
+                                   "bits": WEIGHT_ONLY_BITS[self.precision], "block_size": self.block_size,
+                                   "accuracy_level": self.accuracy_level,
+                                   "symmetric": self.symmetric and method == "rtn",
+                                   "zero_points": "float" if method != "rtn" else "int" if not self.symmetric
+                                   else "none",
+                                   "lm_head_bits": self.lm_head_bits}
+            if self.accuracy_level == 4:
+                out["note"] = ACCURACY_LEVEL_NOTE
+            return out
+        if self.precision is Precision.INT8:
+            return {"quantizer": "quantize_dynamic", "weight_type": "int8", "per_channel": True,
+                    "lm_head_bits": 8 if self.lm_head_bits else 0}
+        return {}
+
+
+LM_HEAD_NODE = "/decoder/lm_head/MatMul"
+
+
+def quantize_decoder(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto:
+    """Quantize every MatMul with a constant weight, the LM head at ``spec.lm_head_bits``; fp32 returns ``proto``.
+
+    onnxruntime's quantizer rewrites ``proto`` in place: pass a copy if the fp32 graph is still needed."""
+    if spec.precision is Precision.FP32:
+        return proto
+    if spec.precision is Precision.INT8:
+        return _dynamic_int8(proto, [] if spec.lm_head_bits else [LM_HEAD_NODE])
+    head_bits = spec.lm_head_bits if spec.lm_head_bits != WEIGHT_ONLY_BITS[spec.precision] else None
+    proto = _matmul_nbits(proto, spec, ("MatMul",), [LM_HEAD_NODE] if head_bits is not None else [])
+    if head_bits:  # a second pass for the head alone, round to nearest at its own width
+        head = dataclasses.replace(spec, precision=Precision.W8 if head_bits == 8 else Precision.INT4, method="rtn")
+        proto = _matmul_nbits(proto, head, ("MatMul",), [], include=[LM_HEAD_NODE])
+    return proto
+
+
+def quantize_embedding(proto: onnx.ModelProto, spec: QuantSpec) -> tuple[onnx.ModelProto, Precision]:
+    """The token embedding's Gather in 4-bit blocks for int4; other precisions keep it fp32 (8-bit Gather is not
+    supported by onnxruntime's quantizer). Returns the graph and the precision it actually has."""
+    if spec.precision is not Precision.INT4:
+        return proto, Precision.FP32
+    return _matmul_nbits(proto, spec, ("Gather",), []), Precision.INT4
+
+
+def _matmul_nbits(proto: onnx.ModelProto, spec: QuantSpec, op_types: tuple[str, ...], exclude: list[str],
+                  include: list[str] | None = None) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+    algo = None
+    if spec.weight_method != "rtn" and "Gather" not in op_types:
+        from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
+
+        algo = HQQWeightOnlyQuantConfig(block_size=spec.block_size, bits=4, op_types_to_quantize=op_types)
+    quantizer = MatMulNBitsQuantizer(
+        proto,
+        algo_config=algo,
+        bits=WEIGHT_ONLY_BITS.get(spec.precision, 4),
+        block_size=spec.block_size,
+        is_symmetric=spec.symmetric,
+        accuracy_level=spec.accuracy_level,
+        nodes_to_exclude=exclude,
+        nodes_to_include=include,
+        op_types_to_quantize=op_types,
+        quant_axes=(("Gather", 1),) if "Gather" in op_types else None,
+    )
+    if algo is not None and spec.method == "minmax":
+        quantizer.node_quantizer = _min_max_quantizer(algo)
+    quantizer.process()
+    model = quantizer.model.model
+    if algo is not None:  # the HQQ quantizer leaves accuracy_level unset (fp32 compute): apply the spec's
+        for node in model.graph.node:
+            if node.op_type == "MatMulNBits":
+                kept = [a for a in node.attribute if a.name != "accuracy_level"]
+                del node.attribute[:]
+                node.attribute.extend([*kept, onnx.helper.make_attribute("accuracy_level", spec.accuracy_level)])
+    return model
+
+
+def _min_max_quantizer(config: Any) -> Any:
+    """onnxruntime's HQQ node quantizer without its optimisation and zero-point rounding: plain asymmetric
+    min-max blocks with float zero points (packing and MatMulNBits nodes stay onnxruntime's)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantizer
+
+    class MinMax(HQQWeightOnlyQuantizer):
+        def quantize_internal(self, tensor: Any, bits: int = 4, channel_wise: bool = True, group_size: int = 64,
+                              optimize: bool = True, round_zero: bool = True, axis: int = 1) -> Any:
+            return super().quantize_internal(tensor, bits, channel_wise, group_size, optimize=False,
+                                             round_zero=False, axis=axis)
+
+    return MinMax(config)
+
+
+def _dynamic_int8(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
+    """quantize_dynamic works on files: round-trip through a temporary directory (external data included)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="edgelmm-int8-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save_model(proto, str(src), save_as_external_data=True, location="in.onnx.data")
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+                         nodes_to_exclude=exclude, use_external_data_format=True,
+                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+        return onnx.load(str(dst))
