@@ -48,6 +48,8 @@ def test_default_tests_follow_the_bundle(pipe, lm_pipe):
         ("img224", InputError, "takes 32x32 images .*use img or img32"),
         ("pp512", InputError, "512 tokens do not fit the bundle's max context 512"),
         ("", SpecError, "--tests is empty"),
+        ("pp8@d4", SpecError, "only tg takes a depth"),
+        ("tg8@d510", InputError, "8 tokens do not fit the bundle's max context 512"),
     ],
 )
 def test_bad_test_names(pipe, tests, error, pattern):
@@ -66,9 +68,9 @@ def test_pp_prefills_exactly_n_tokens_and_tg_decodes_n_steps(pipe, monkeypatch):
     forward = pipe.decoder.forward
     monkeypatch.setattr(pipe.decoder, "forward",
                         lambda embeds, positions=None: seen.append(embeds.shape[1]) or forward(embeds, positions))
-    rows = run_tests(pipe, parse_tests("pp16,tg5", pipe), reps=2, warmup=1)
-    assert seen == [16] * 3 + [1] * (6 * 3)
-    assert [row.tokens for row in rows] == [16, 5]
+    rows = run_tests(pipe, parse_tests("pp16,tg5,tg3@d7", pipe), reps=2, warmup=1)
+    assert seen == [16] * 3 + [1] * (6 * 3) + ([7] + [1] * 3) * 3  # tg<N>@d<D>: a D-token prompt, then N steps
+    assert [row.tokens for row in rows] == [16, 5, 3]
 
 
 def test_synthetic_ids_are_deterministic_and_ordinary(pipe):

@@ -1,5 +1,7 @@
 """The runtime's streaming protobuf walk agrees with onnx on real graphs and refuses malformed or smuggling files."""
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -136,20 +138,11 @@ def test_weights_are_not_read(tmp_path, monkeypatch):
 def test_io_mismatch_names_the_file(tiny_bundle):
     manifest = read_manifest(tiny_bundle)
     graph = manifest.graphs["token_embedding"]
-    check_graph_file(tiny_bundle / graph.file, graph.file, graph, {})
+    external = {name: manifest.files[name].bytes for name in graph.external_data}  # the mapped embedding table
+    check_graph_file(tiny_bundle / graph.file, graph.file, graph, external)
+    wrong = (dataclasses.replace(graph.outputs[0], shape=("batch_size", 7)),)
     with pytest.raises(BundleIntegrityError, match="graph 'token_embedding.onnx' output 'inputs_embeds' has shape"):
-        check_graph_file(
-            tiny_bundle / graph.file,
-            graph.file,
-            graph.__class__(
-                file=graph.file,
-                precision=graph.precision,
-                opset=graph.opset,
-                inputs=graph.inputs,
-                outputs=(graph.outputs[0].__class__(name="inputs_embeds", dtype="float32", shape=("batch_size", 7)),),
-            ),
-            {},
-        )
+        check_graph_file(tiny_bundle / graph.file, graph.file, dataclasses.replace(graph, outputs=wrong), external)
 
 
 def test_onnxruntime_refuses_escaping_paths_itself_but_reads_unlisted_files(tmp_path):

@@ -48,10 +48,12 @@ class BenchTest:
     kind: str
     n: int
     """Image side in pixels (img) or tokens."""
+    depth: int = 0
+    """tg only: tokens already in the context when decoding starts (llama-bench's ``-d``; 0: a one-token prompt)."""
 
 
 DEFAULT_TESTS = ("img", "pp128", "tg64", "e2e")
-_NAME = re.compile(r"^(e2e|[a-z]+)(\d*)$")  # e2e is the one kind with a digit in its name
+_NAME = re.compile(r"^(e2e|[a-z]+)(\d*)(?:@d(\d+))?$")  # e2e is the one kind with a digit in its name
 
 
 def default_tests(pipe: Pipeline) -> str:
@@ -73,7 +75,7 @@ def _parse_one(name: str, pipe: Pipeline) -> BenchTest:
     match = _NAME.match(name)
     if not match:
         raise SpecError(f"test '{name}' is not <kind><number>; kinds: {', '.join(TEST_KINDS)} (e.g. pp128, tg64)")
-    kind_name, digits = match.groups()
+    kind_name, digits, depth = match.groups()
     kind = lookup(TEST_KINDS, kind_name, what="bench test kind")
     if kind.needs_size and not digits:
         raise SpecError(f"test '{name}' needs a token count, e.g. {kind_name}128")
@@ -87,11 +89,13 @@ def _parse_one(name: str, pipe: Pipeline) -> BenchTest:
             raise InputError(f"test '{name}': the bundle's vision encoder takes {native[0]}x{native[1]} images "
                              f"(fixed at export); use img or img{native[0]}, or export at {n} px to measure {n}")
         return BenchTest(name, kind_name, n)
-    n = int(digits) if digits else E2E_TOKENS
-    room = manifest.text.max_context - (1 if kind_name == "tg" else 0)
+    if depth is not None and kind_name != "tg":
+        raise SpecError(f"test '{name}': only tg takes a depth (tg128@d128: decode 128 tokens after 128 in context)")
+    n, d = (int(digits) if digits else E2E_TOKENS), int(depth or 0)
+    room = manifest.text.max_context - (max(d, 1) if kind_name == "tg" else 0)
     if not 1 <= n < room:
         raise InputError(f"test '{name}': {n} tokens do not fit the bundle's max context {manifest.text.max_context}")
-    return BenchTest(name, kind_name, n)
+    return BenchTest(name, kind_name, n, d)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -131,7 +135,7 @@ def _run_pp(pipe: Pipeline, test: BenchTest, ids: list[int]) -> Sample:
 
 
 def _run_tg(pipe: Pipeline, test: BenchTest, ids: list[int]) -> Sample:
-    # One prompt token, then n + 1 new tokens: the first comes from the prefill, the next n are the timed steps.
+    # max(depth, 1) prompt tokens, then n + 1 new tokens: the first comes from the prefill, the next n are timed.
     result = pipe.generate_ids(ids, config=GREEDY, max_new_tokens=test.n + 1, ignore_eos=True)
     _check_length(test, len(result.token_ids), test.n + 1)
     return Sample(result.metrics.decode_ms, test.n)
@@ -174,8 +178,9 @@ def _image_or_none(pipe: Pipeline, test: BenchTest) -> Image.Image | None:
 TEST_KINDS: dict[str, TestKind] = {
     "img": TestKind(needs_vision=True, needs_size=False, inputs=_image_or_none, run=_run_img),
     "pp": TestKind(needs_vision=False, needs_size=True, inputs=lambda pipe, t: synthetic_ids(pipe, t.n), run=_run_pp),
-    # tg starts from a one-token prompt, as llama-bench's tg starts from an empty context
-    "tg": TestKind(needs_vision=False, needs_size=True, inputs=lambda pipe, t: synthetic_ids(pipe, 1), run=_run_tg),
+    # tg starts from a one-token prompt, as llama-bench's tg starts from an empty context; tg<N>@d<D> after D tokens
+    "tg": TestKind(needs_vision=False, needs_size=True, inputs=lambda pipe, t: synthetic_ids(pipe, max(t.depth, 1)),
+                   run=_run_tg),
     "e2e": TestKind(needs_vision=False, needs_size=False, inputs=_image_or_none, run=_run_e2e),
 }
 
