@@ -29,8 +29,9 @@ from edgelmm.runtime.tokenizer import Tokenizer
 from edgelmm.specs import Precision
 
 SETTINGS = [("rtn-sym", 32, 4), ("rtn-asym", 32, 4), ("rtn-asym", 32, 0), ("rtn-asym", 64, 4), ("rtn-asym", 128, 4),
-            ("rtn-asym", 16, 4), ("minmax", 32, 4)]
-"""(method, block size, accuracy level); rtn-sym / rtn-asym: round to nearest without / with integer zero points.
+            ("rtn-asym", 16, 4), ("minmax-float", 32, 4), ("minmax", 32, 4), ("minmax", 64, 4), ("minmax", 16, 4)]
+"""(method, block size, accuracy level); rtn-sym / rtn-asym: round to nearest without / with integer zero points;
+minmax-float / minmax: min-max blocks with float zero points / integer zero points plus the block-sum correction.
 Every setting keeps the LM head at 8 bits (QuantSpec.lm_head_bits)."""
 
 
@@ -64,7 +65,8 @@ def main() -> None:
                 fresh = onnx.ModelProto()
                 fresh.CopyFrom(fp32)  # the quantizer and the external-data writer both edit the proto in place
                 spec = QuantSpec(precision=Precision.INT4, block_size=block, accuracy_level=level,
-                                 method=method.split("-")[0], symmetric=method != "rtn-asym")
+                                 method=method.removesuffix("-sym").removesuffix("-asym"),
+                                 symmetric=method != "rtn-asym")
                 save(quantize_decoder(fresh, spec), path)
         if prepare:
             continue

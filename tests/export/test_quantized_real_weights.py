@@ -8,6 +8,7 @@ runtime's decoder over the same ids in 500-token chunks (chunked prefill of the 
 import numpy as np
 import pytest
 
+from edgelmm.export.quantize import CORRECTION_SUFFIX
 from edgelmm.runtime import Pipeline
 from edgelmm.specs import GraphRole, Precision
 
@@ -56,12 +57,16 @@ def test_int4_bundle_is_quantized_and_records_its_options(smollm2_bundle, smollm
     assert "aarch64" in decoder.options["note"]
     embedding = pipe.manifest.graphs[GraphRole.TOKEN_EMBEDDING]
     assert embedding.precision is Precision.INT4 and embedding.options["quantizer"] == "GatherBlockQuantized"
-    ops = {n.op_type for n in onnx.load(str(smollm2_int4_bundle / "decoder.onnx"), load_external_data=False).graph.node}
-    assert "MatMulNBits" in ops and "MatMul" not in ops  # every projection, the LM head included
     graph = onnx.load(str(smollm2_int4_bundle / "decoder.onnx"), load_external_data=False).graph
+    # every projection is MatMulNBits, 4-bit but the 8-bit LM head; the other 8-bit ones are the two zero-point
+    # corrections of each 4-bit projection (block sums, residuals)
     bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in graph.node if n.op_type == "MatMulNBits"}
-    assert set(bits.values()) == {4, 8} and [n for n, b in bits.items() if b == 8] == ["/decoder/lm_head/MatMul_Q8"]
+    four = [n for n, b in bits.items() if b == 4]
+    eight = [n for n, b in bits.items() if b == 8 and CORRECTION_SUFFIX not in n]
+    assert "MatMul" not in {n.op_type for n in graph.node} and len(four) == 4 * 30
+    assert eight == ["/decoder/lm_head/MatMul_Q8"] and len(bits) == len(four) * 3 + 1
     assert decoder.options["lm_head_bits"] == 8
+    assert decoder.options["method"] == "minmax" and decoder.options["zero_points"] == "int+block-sum correction"
     size = lambda b: sum(f.stat().st_size for f in b.glob("*.onnx*"))  # noqa: E731
     assert size(smollm2_int4_bundle) < 0.25 * size(smollm2_bundle)
     result = pipe.generate("What is the capital of France?", max_new_tokens=12)

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=None, help="int4/w8: weights per quantization block (default 32)")
     p.add_argument("--accuracy-level", type=int, default=None,
                    help="int4/w8: MatMulNBits compute, 4 = int8 activations (default), 0 = fp32")
-    p.add_argument("--quant-method", default=None, choices=("rtn", "minmax", "hqq"),
+    p.add_argument("--quant-method", default=None, choices=("rtn", "minmax", "minmax-float", "hqq"),
                    help="int4: how block scales are chosen (see docs/performance.md)")
     p.add_argument("--max-context", type=int, default=None, help="max prompt + generated tokens (default: model's)")
     p.add_argument("--image-size", default=None, metavar="N|HxW",

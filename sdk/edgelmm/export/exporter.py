@@ -75,7 +75,7 @@ class ExportOptions:
     accuracy_level: int = DEFAULT_ACCURACY_LEVEL
     """int4 / w8 only: MatMulNBits compute type (4 = int8 activations, 0 = fp32)."""
     quant_method: str = DEFAULT_METHOD
-    """int4 only: rtn | minmax | hqq (see QuantSpec.method)."""
+    """int4 only: rtn | minmax | minmax-float | hqq (see QuantSpec.method)."""
 
     def __post_init__(self) -> None:
         if self.decoder_graph not in DECODER_GRAPHS:

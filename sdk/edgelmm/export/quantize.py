@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from edgelmm.errors import SpecError
@@ -27,7 +28,7 @@ from edgelmm.specs import SPEC, Precision
 WEIGHT_ONLY_BITS = {Precision.INT4: 4, Precision.W8: 8}
 QUANTIZABLE = (Precision.FP32, Precision.INT8, Precision.INT4, Precision.W8)
 
-METHODS = ("rtn", "minmax", "hqq")
+METHODS = ("rtn", "minmax", "minmax-float", "hqq")
 DEFAULT_METHOD = "minmax"
 DEFAULT_BLOCK_SIZE = 32
 DEFAULT_ACCURACY_LEVEL = 4
@@ -57,9 +58,11 @@ class QuantSpec:
     tensor above 4 bits: the LM head decides every token, and small LMs tie it to the embedding table."""
     method: str = DEFAULT_METHOD
     """int4 MatMul weights: rtn (round to nearest, ``symmetric`` or with an integer zero point), minmax (each
-    block's min..max on 16 levels with a float zero point: llama.cpp's Q4_1 form) or hqq (half-quadratic
-    optimisation of scale and float zero point). Calibration-free all three; embeddings and every other precision
-    always take rtn (see ``weight_method``)."""
+    block's min..max on 16 levels, llama.cpp's Q4_1 form, stored with an integer zero point so onnxruntime's int8
+    kernel runs it, plus a per-block correction of the zero point's fraction: see ``_integer_zero_points``),
+    minmax-float (the same blocks with float zero points: exact, but onnxruntime 1.32 runs them ~10x slower) or hqq
+    (half-quadratic optimisation of scale and float zero point: slow the same way). Calibration-free all four;
+    embeddings and every other precision always take rtn (see ``weight_method``)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -92,8 +95,8 @@ class QuantSpec:
                                    "bits": WEIGHT_ONLY_BITS[self.precision], "block_size": self.block_size,
                                    "accuracy_level": self.accuracy_level,
                                    "symmetric": self.symmetric and method == "rtn",
-                                   "zero_points": "float" if method != "rtn" else "int" if not self.symmetric
-                                   else "none",
+                                   "zero_points": ZERO_POINTS.get(method) or ("int" if not self.symmetric
+                                                                             else "none"),
                                    "lm_head_bits": self.lm_head_bits}
             if self.accuracy_level == 4:
                 out["note"] = ACCURACY_LEVEL_NOTE
@@ -104,7 +107,11 @@ class QuantSpec:
         return {}
 
 
+ZERO_POINTS = {"minmax": "int+block-sum correction", "minmax-float": "float", "hqq": "float"}
+"""How each non-rtn method stores its zero points (rtn: int, or none when symmetric)."""
 LM_HEAD_NODE = "/decoder/lm_head/MatMul"
+CORRECTION_SUFFIX = "_zp_correction"
+"""Name suffix of the plain MatMul nodes ``_integer_zero_points`` adds (tests tell them from projections by it)."""
 
 
 def quantize_decoder(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto:
@@ -120,6 +127,13 @@ def quantize_decoder(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto
     if head_bits:  # a second pass for the head alone, round to nearest at its own width
         head = dataclasses.replace(spec, precision=Precision.W8 if head_bits == 8 else Precision.INT4, method="rtn")
         proto = _matmul_nbits(proto, head, ("MatMul",), [], include=[LM_HEAD_NODE])
+    if spec.weight_method == "minmax":
+        corrections = _integer_zero_points(proto.graph)
+        # 8-bit MatMulNBits run the small correction MatMuls faster than fp32 MatMul (~10% of decode speed
+        # measured, docs/performance.md); the 0/1 indicators are exact at 8 bits, the residuals lose ~1/256
+        w8 = dataclasses.replace(spec, precision=Precision.W8, method="rtn", symmetric=True)
+        others = [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.name not in corrections]
+        proto = _matmul_nbits(proto, w8, ("MatMul",), others)  # (an fp32 LM head stays fp32)
     return proto
 
 
@@ -153,7 +167,7 @@ def _matmul_nbits(proto: onnx.ModelProto, spec: QuantSpec, op_types: tuple[str, 
         op_types_to_quantize=op_types,
         quant_axes=(("Gather", 1),) if "Gather" in op_types else None,
     )
-    if algo is not None and spec.method == "minmax":
+    if algo is not None and spec.method.startswith("minmax"):
         quantizer.node_quantizer = _min_max_quantizer(algo)
     quantizer.process()
     model = quantizer.model.model
@@ -178,6 +192,56 @@ def _min_max_quantizer(config: Any) -> Any:
                                              round_zero=False, axis=axis)
 
     return MinMax(config)
+
+
+def _integer_zero_points(graph: onnx.GraphProto) -> list[str]:
+    """Rewrite float-zero-point 4-bit MatMulNBits nodes to uint8 zero points without changing what they compute.
+
+    onnxruntime 1.32 runs MatMulNBits with int8 activations (accuracy level 4, the fast VNNI kernel) only when the
+    zero points are integers. A min-max block ``w = (q - z) * s`` with a float ``z`` splits into
+    ``(q - round(z)) * s + r`` with ``r = s * (round(z) - z)`` constant over the block (|r| <= s/2), so
+
+        Y = MatMulNBits(A; q, s, round(z)) + blocksum(A) @ R,   blocksum(A) = A @ S,  S [K, K/block] of 0/1,
+
+    R [K/block, N] = r: llama.cpp's Q4_1 dot product computes the same ``m * sum(x)`` term. The two small MatMuls
+    per projection cost ~20-25% of decode speed (docs/performance.md); without them (r dropped) agreement with fp32
+    falls from ~96% to ~74% on SmolLM2-135M. Indicators S are shared per (K, block) shape. Returns the names of
+    the MatMul nodes it added."""
+    from onnx import helper, numpy_helper
+
+    init = {t.name: t for t in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    added: list[str] = []
+    for node in graph.node:
+        zp = init.get(node.input[3]) if node.op_type == "MatMulNBits" and len(node.input) > 3 else None
+        if zp is None or zp.data_type != onnx.TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
+        blocks = -(-k // block)
+        scales = numpy_helper.to_array(init[node.input[2]]).reshape(n, blocks)
+        zero = numpy_helper.to_array(zp).reshape(n, blocks)
+        rounded = np.clip(np.round(zero), 0, 15).astype(np.uint8)
+        residual = (scales * (rounded - zero)).T.astype(np.float32)  # [blocks, N]
+        rounded = np.pad(rounded, ((0, 0), (0, blocks % 2)))  # two 4-bit zero points a byte, rows padded
+        zp.CopyFrom(numpy_helper.from_array((rounded[:, 0::2] | rounded[:, 1::2] << 4).reshape(-1), zp.name))
+        indicator = f"blocksum_indicator_K{k}_B{block}"
+        if indicator not in init:
+            init[indicator] = numpy_helper.from_array(
+                np.kron(np.eye(blocks, dtype=np.float32), np.ones((block, 1), np.float32))[:k], indicator)
+            graph.initializer.append(init[indicator])
+        name, out = node.name + CORRECTION_SUFFIX, node.output[0]
+        graph.initializer.append(numpy_helper.from_array(residual, name + "_residual"))
+        node.output[0] = out + "_nbits"
+        nodes += [node,
+                  helper.make_node("MatMul", [node.input[0], indicator], [name + "_blocksum"], name=name + "_blocksum"),
+                  helper.make_node("MatMul", [name + "_blocksum", name + "_residual"], [name], name=name),
+                  helper.make_node("Add", [out + "_nbits", name], [out], name=name + "_add")]
+        added += [name + "_blocksum", name]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return added
 
 
 def _dynamic_int8(proto: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:

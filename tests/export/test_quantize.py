@@ -1,0 +1,67 @@
+"""int4 min-max blocks with integer zero points: the block-sum correction makes them compute what float zero points
+compute (the fast int8 kernel needs integer zero points). Tiny one-MatMul graphs, no model."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edgelmm.export.quantize import CORRECTION_SUFFIX, QuantSpec, quantize_decoder
+from edgelmm.specs import Precision
+
+K, N = 96, 40  # three 32-weight blocks along K: an odd count, so the packed zero points need their row padding
+
+
+def one_matmul(weight: np.ndarray) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="/decoder/layers.0/proj/MatMul")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", N])], [numpy_helper.from_array(weight, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def quantized(weight: np.ndarray, method: str, accuracy_level: int = 0) -> onnx.ModelProto:
+    spec = QuantSpec(precision=Precision.INT4, block_size=32, accuracy_level=accuracy_level, method=method)
+    return quantize_decoder(one_matmul(weight), spec)
+
+
+def test_integer_zero_points_with_block_sum_correction_compute_what_float_zero_points_compute():
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((K, N)) * 0.05 + rng.uniform(-0.05, 0.05, (1, N))).astype(np.float32)
+    x = rng.standard_normal((2, 5, K)).astype(np.float32)
+    fast, exact = quantized(weight, "minmax"), quantized(weight, "minmax-float")
+    init = {t.name: t for t in fast.graph.initializer}
+    nbits = {n.name: n for n in fast.graph.node if n.op_type == "MatMulNBits"}
+    main = nbits.pop("/decoder/layers.0/proj/MatMul_Q4")
+    assert init[main.input[3]].data_type == TensorProto.UINT8
+    # the two correction MatMuls (block sums, residuals) as 8-bit MatMulNBits; nothing else
+    assert sorted(nbits) == [f"{main.name}{CORRECTION_SUFFIX}_Q8", f"{main.name}{CORRECTION_SUFFIX}_blocksum_Q8"]
+    assert {n.op_type for n in fast.graph.node} == {"MatMulNBits", "Add"}
+    y_fast, y_exact = run(fast, x), run(exact, x)
+    corrected_error = np.abs(y_fast - y_exact).max()
+    assert corrected_error < 2e-3
+    # the correction carries real weight: the rounded zero points alone are far off float zero points
+    uncorrected = onnx.ModelProto()
+    uncorrected.CopyFrom(fast)
+    del uncorrected.graph.node[:]
+    uncorrected.graph.node.extend([main])
+    uncorrected.graph.node[0].output[0] = "y"
+    assert np.abs(run(uncorrected, x) - y_exact).max() > 10 * corrected_error
+    assert np.abs(y_exact - x @ weight).max() > 1e-3
+
+
+def test_integer_zero_points_run_at_accuracy_level_4():
+    rng = np.random.default_rng(1)
+    weight = (rng.standard_normal((K, N)) * 0.05).astype(np.float32)
+    x = rng.standard_normal((1, 3, K)).astype(np.float32)
+    model = quantized(weight, "minmax", accuracy_level=4)
+    levels = {a.i for n in model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute
+              if a.name == "accuracy_level"}
+    assert levels == {4}
+    y, y_exact = run(model, x), run(quantized(weight, "minmax-float"), x)  # int8 activations vs fp32 compute
+    assert np.abs(y - y_exact).max() < 0.03 * np.abs(y_exact).max()
