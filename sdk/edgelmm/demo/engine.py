@@ -91,25 +91,41 @@ class _Cancelled(Exception):
     """Raised inside the stream callback to stop a generation nobody is reading any more."""
 
 
+STREAM_AHEAD = 16
+"""Text pieces the generating thread may queue before it waits for the page to take them."""
+
+
 def stream_generate(pipe: Pipeline, prompt: Any, images: Sequence[Any], **options: Any) -> Generator[str, None, Result]:
     """Run ``pipe.generate`` in a worker thread; yield text pieces as they are decoded; return the Result.
 
     Closing the generator early (Stop pressed, browser tab closed) stops the generation at its next text piece,
     which releases the pipeline for the next request. Errors raised by ``generate`` are re-raised here.
     """
-    pieces: queue.Queue[str | _Done] = queue.Queue()
+    # Bounded: the worker may run at most STREAM_AHEAD pieces ahead of the reader, so a reader that leaves stops the
+    # generation within that many tokens however fast the decoder is (an unbounded queue let a fast bundle run on).
+    pieces: queue.Queue[str | _Done] = queue.Queue(maxsize=STREAM_AHEAD)
     cancel = threading.Event()
+
+    def hand_over(item: str | _Done) -> None:
+        while not cancel.is_set():
+            try:
+                pieces.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+        if not isinstance(item, _Done):
+            raise _Cancelled
 
     def on_piece(piece: str) -> None:
         if cancel.is_set():
             raise _Cancelled
-        pieces.put(piece)
+        hand_over(piece)
 
     def work() -> None:
         try:
-            pieces.put(_Done(result=pipe.generate(prompt, images, stream=on_piece, **options)))
+            hand_over(_Done(result=pipe.generate(prompt, images, stream=on_piece, **options)))
         except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which re-raises it
-            pieces.put(_Done(error=exc))
+            hand_over(_Done(error=exc))
 
     threading.Thread(target=work, name="edgelmm-demo-generate", daemon=True).start()
     try:
