@@ -18,6 +18,8 @@ from edgelmm.errors import EdgelmmError
 VERBS: dict[str, tuple[str, str]] = {
     "export": ("edgelmm.export.cli:main", "export a model to an ONNX bundle (graphs + manifest)"),
     "run": ("edgelmm.runtime.cli:main", "answer a prompt (and images) with a bundle, torch-free"),
+    "train": ("edgelmm.train.cli:main", "train a model with a recipe (stages, checkpoints, resume, torchrun)"),
+    "eval": ("edgelmm.evals.cli:main", "exact-match accuracy of a model or bundle on a built-in task"),
 }
 """verb -> ("module:function", one-line help). The function takes argv (after the verb) and returns an exit code."""
 
