@@ -8,7 +8,7 @@ export EDGELMM_CACHE := $(CURDIR)/.cache/edgelmm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo demo-ui clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 	@test -f bundles/smol-vqa/manifest.json || $(PY) -m edgelmm export --model smol-vqa --out bundles/smol-vqa
 	$(PY) -m edgelmm run --bundle bundles/smol-vqa --image demos/examples/scene.png \
 		--prompt "What shapes and colours are in this picture?" --max-new-tokens 32
+
+# The Gradio demo in your browser (http://127.0.0.1:7860), offline; Ctrl+C stops it.
+demo-ui: $(STAMP)
+	@test -f bundles/smol-vqa/manifest.json || $(PY) -m edgelmm export --model smol-vqa --out bundles/smol-vqa
+	$(PY) -m edgelmm demo --bundle bundles/smol-vqa
 
 clean:
 	rm -rf $(VENV) .cache bundles .pytest_cache

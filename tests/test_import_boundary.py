@@ -10,18 +10,28 @@ from .conftest import REPO
 HEAVY = ("torch", "transformers", "onnx", "onnxscript", "peft")
 
 
-def test_runtime_and_run_help_do_not_import_heavy_modules():
+def _heavy_modules_after(modules: str, verb: str) -> str:
+    """Import ``modules`` and run ``edgelmm VERB --help`` in a fresh interpreter; return the heavy modules loaded."""
     code = (
         "import sys, contextlib, io\n"
-        "import edgelmm.runtime, edgelmm.cli\n"
+        f"import {modules}\n"
         "from edgelmm.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    try:\n        main(['run', '--help'])\n    except SystemExit:\n        pass\n"
+        f"    try:\n        main([{verb!r}, '--help'])\n    except SystemExit:\n        pass\n"
         f"bad = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert proc.stdout.strip() == "", f"heavy modules loaded: {proc.stdout}"
+    return proc.stdout.strip()
+
+
+def test_runtime_and_run_help_do_not_import_heavy_modules():
+    assert _heavy_modules_after("edgelmm.runtime, edgelmm.cli", "run") == ""
+
+
+def test_demo_app_and_demo_help_do_not_import_heavy_modules():
+    """The Gradio demo is runtime-only: its UI module and `edgelmm demo --help` load no torch, transformers, onnx."""
+    assert _heavy_modules_after("edgelmm.demo.app, edgelmm.demo.engine", "demo") == ""
 
 
 def _imports(path):
@@ -40,6 +50,7 @@ def test_layers_import_one_way():
         "bench": ("edgelmm.export", "edgelmm.train", "edgelmm.models", *HEAVY),
         "export": ("edgelmm.train",),
         "models": ("edgelmm.train", "edgelmm.export"),
+        "demo": ("edgelmm.export", "edgelmm.train", "edgelmm.models", "edgelmm.bench", *HEAVY),
     }
     problems = []
     for layer, banned in rules.items():
@@ -47,9 +58,12 @@ def test_layers_import_one_way():
             for name in _imports(path):
                 if any(name == b or name.startswith(b + ".") for b in banned):
                     problems.append(f"{path.relative_to(REPO)} imports {name}")
+    # demos/ (the scripts beside the app) use the runtime, the demo package and the CLI entry point only.
+    allowed = ("edgelmm.runtime", "edgelmm.demo", "edgelmm.cli")
     for path in (REPO / "demos").rglob("*.py"):
         for name in _imports(path):
-            if name.startswith("edgelmm.") and not name.startswith("edgelmm.runtime"):
+            heavy = any(name == b or name.startswith(b + ".") for b in HEAVY)
+            if heavy or (name.startswith("edgelmm.") and not name.startswith(allowed)):
                 problems.append(f"{path.relative_to(REPO)} imports {name}")
     assert not problems, problems
 

@@ -48,6 +48,7 @@ class ModelKind(enum.StrEnum):
 
     LLAVA = "llava"  # LlavaForConditionalGeneration: image + text -> text
     CAUSAL_LM = "causal-lm"  # a plain decoder-only LM: text -> text
+    VLM = "vlm"  # another image + text -> text family (Idefics3 / SmolVLM, Qwen2-VL): models/families.py says which
 
 
 class Trainability(enum.StrEnum):

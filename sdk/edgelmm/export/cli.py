@@ -2,6 +2,7 @@
 
 examples:
   edgelmm export --list
+  edgelmm export --families
   edgelmm export --model smol-vqa --out bundles/smol-vqa
   edgelmm export --model ./my-llava-dir --out bundles/my-llava --precision fp32 --force
 """
@@ -24,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bundle directory to write")
     p.add_argument("--precision", default="fp32", help="weight precision (default fp32)")
     p.add_argument("--max-context", type=int, default=None, help="max prompt + generated tokens (default: model's)")
+    p.add_argument("--image-size", default=None, metavar="N|HxW",
+                   help="image size a fixed-grid family (Qwen2-VL) is exported for (default: its 448 px grid)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory (atomically)")
     p.add_argument("--list", action="store_true", help="print the registry's model names and exit")
+    p.add_argument("--families", action="store_true", help="print the supported model families (markdown) and exit")
     return p
 
 
@@ -34,6 +38,11 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     from edgelmm.models.registry import MODELS
 
+    if args.families:
+        from edgelmm.models.families import support_table
+
+        print(support_table())
+        return 0
     if args.list:
         width = max(len(n) for n in MODELS)
         for name, entry in MODELS.items():
@@ -50,6 +59,7 @@ def main(argv: Sequence[str]) -> int:
         raise UnknownNameError(f"unknown model '{args.model}' (not a registry name, not a directory);"
                                f" valid: {', '.join(sorted(MODELS))}")
     precision = lookup({str(p): p for p in Precision}, args.precision, what="precision")
+    image_size = _image_size(args.image_size, args.model) if args.image_size else None
     out = Path(args.out)
     from edgelmm._extras import require
     from edgelmm.export.bundle import check_output
@@ -61,7 +71,7 @@ def main(argv: Sequence[str]) -> int:
 
     options = ExportOptions(precision=precision, max_context=args.max_context)
     started = time.perf_counter()
-    loaded = _resolve(args.model)
+    loaded = _resolve(args.model, image_size)
     log = lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     log(f"model '{loaded.name}' ready in {time.perf_counter() - started:.1f} s")
     manifest = export_model(loaded, out, options, force=args.force, log=log)
@@ -71,12 +81,23 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _resolve(model: str) -> object:
+def _image_size(text: str, model: str) -> tuple[int, int]:
+    from edgelmm.errors import SpecError
+
+    if not Path(model).is_dir():
+        raise SpecError("--image-size applies to a local model directory of a fixed-grid family (Qwen2-VL)")
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise SpecError(f"--image-size must be N or HxW in pixels, got '{text}'")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def _resolve(model: str, image_size: tuple[int, int] | None = None) -> object:
     """A local directory wins over a registry name of the same spelling."""
     if Path(model).is_dir():
         from edgelmm.models.lmm import load_local
 
-        return load_local(Path(model))
+        return load_local(Path(model), image_size=image_size)
     from edgelmm.models.registry import build_model
 
     return build_model(model)

@@ -15,20 +15,21 @@ import onnx
 import torch
 
 from edgelmm import __version__
-from edgelmm.errors import SpecError
+from edgelmm.errors import ExportError, SpecError
 from edgelmm.export import validate
 from edgelmm.export.bundle import check_output, write_bundle
 from edgelmm.export.graphs import (
     Decoder,
     TokenEmbedding,
-    VisionEncoder,
     export_role,
     kv_spec,
     trace_inputs_decoder,
     trace_inputs_embedding,
     trace_inputs_vision,
+    vision_encoder,
 )
 from edgelmm.export.io_spec import decoder_io, embedding_io, vision_io
+from edgelmm.models import families
 from edgelmm.models.loaded import LoadedModel
 from edgelmm.runtime.manifest import (
     BUNDLE_FORMAT,
@@ -39,7 +40,7 @@ from edgelmm.runtime.manifest import (
     TensorSpec,
     TextSpec,
 )
-from edgelmm.specs import GenerationSpec, GraphRole, ModelKind, Precision
+from edgelmm.specs import GenerationSpec, GraphRole, Precision
 
 DEFAULT_OPSET = 18  # dynamo's floor; opset 23 would emit Attention/RotaryEmbedding ops mobile runtimes lack
 TOKENIZER_FILE = "tokenizer.json"
@@ -66,13 +67,25 @@ def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = Export
         raise SpecError(f"precision '{options.precision}' cannot be exported yet; valid: {valid}")
     if options.max_context is not None and not (2 <= options.max_context <= loaded.max_context):
         raise SpecError(f"max_context must be in [2, {loaded.max_context}] for this model, got {options.max_context}")
+    family = families.get(loaded.family_name)
+    text_type = loaded.text_config.model_type
+    vision_type = getattr(getattr(loaded.config, "vision_config", None), "model_type", "")
+    families.check_model_types(family, vision_type, text_type)
+    installed = _version("transformers") or "?"
+    families.check_transformers(family, installed)
     check_output(out, force=force)
     started = time.perf_counter()
 
     def populate(tmp: Path) -> Manifest:
         return _populate(loaded, tmp, options, log, started)
 
-    return write_bundle(out, populate, force=force)
+    try:
+        return write_bundle(out, populate, force=force)
+    except ExportError as exc:
+        if type(exc) is not ExportError:  # tolerance/shape failures are about numbers, not versions
+            raise
+        raise ExportError(f"{exc} (edgelmm verified {family.title} with transformers {family.transformers};"
+                          f" installed: {installed})") from exc
 
 
 def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, started: float) -> Manifest:
@@ -84,11 +97,12 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
     graphs: dict[GraphRole, GraphSpec] = {}
     cases: list[validate.Case] = []
 
-    if loaded.kind is ModelKind.LLAVA:
+    if loaded.has_vision:
         log("exporting vision_encoder (tower + connector)...")
-        module, io_spec, path = VisionEncoder(model), vision_io(), tmp / "vision_encoder.onnx"
-        size = loaded.preprocess.image_size
-        export_role(module, trace_inputs_vision(size), io_spec, path, opset=options.opset, external_data=False)
+        module, path = vision_encoder(loaded), tmp / "vision_encoder.onnx"
+        io_spec, size = vision_io(dynamic_batch=module.batch_size is None), loaded.preprocess.image_size
+        export_role(module, trace_inputs_vision(size, module.batch_size), io_spec, path, opset=options.opset,
+                    external_data=False)
         cases += validate.validate_vision(path, module, size, tol[GraphRole.VISION_ENCODER],
                                           loaded.preprocess.value_range)
         graphs[GraphRole.VISION_ENCODER] = _graph_spec(path, tmp, options)
@@ -100,11 +114,13 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
     graphs[GraphRole.TOKEN_EMBEDDING] = _graph_spec(path, tmp, options)
 
     log(f"exporting decoder ({kv.num_layers} layers)...")
-    decoder, io_spec, path = Decoder(model, kv.num_layers), decoder_io(kv), tmp / "decoder.onnx"
-    export_role(decoder, trace_inputs_decoder(hidden, kv), io_spec, path, opset=options.opset, external_data=True)
+    rows = loaded.positions.rows
+    decoder, io_spec, path = Decoder(model, kv.num_layers), decoder_io(kv, position_rows=rows), tmp / "decoder.onnx"
+    export_role(decoder, trace_inputs_decoder(hidden, kv, rows), io_spec, path, opset=options.opset,
+                external_data=True)
     with torch.no_grad():
         cases += validate.validate_decoder(path, decoder, embedding, kv, vocab, tol[GraphRole.DECODER],
-                                           io_spec.input_names)
+                                           io_spec.input_names, rows)
     graphs[GraphRole.DECODER] = _graph_spec(path, tmp, options)
     validate.check(cases)
 
@@ -140,7 +156,9 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
             image_token=loaded.image_token,
             image_token_id=loaded.image_token_id,
             num_image_tokens=loaded.num_image_tokens,
+            image_prompt=loaded.image_prompt,
         ),
+        positions=loaded.positions,
         generation=GenerationSpec(max_new_tokens=min(options.max_new_tokens, max_context - 1)),
         invariants={
             "decoder.inputs_embeds[-1] == model.hidden_size": hidden,

@@ -1,6 +1,6 @@
 """Split a transformers model into the bundle's role graphs and export each with torch.onnx (dynamo).
 
-    pixel_values ──► [vision_encoder: tower -> select layer -> connector] ──► image_features ─┐
+    pixel_values ──► [vision_encoder: tower -> connector (models/vision.py)] ──► image_features ─┐
     input_ids ─────► [token_embedding: Gather] ──────────────────────────► inputs_embeds ──┴─► (runtime merges)
     inputs_embeds, attention_mask, position_ids, past K/V ──► [decoder] ──► logits, present K/V
 
@@ -10,6 +10,7 @@ Each wrapper takes and returns flat tensors only; the decoder rebuilds a transfo
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import io
 import logging
@@ -22,22 +23,20 @@ from torch import nn
 
 from edgelmm.errors import ExportError
 from edgelmm.export.io_spec import RoleIO
-from edgelmm.models.vision import image_features
+from edgelmm.models import families
+from edgelmm.models.loaded import LoadedModel
 from edgelmm.runtime.manifest import KVCacheSpec
 
 TRACE_BATCH, TRACE_SEQ, TRACE_PAST = 2, 3, 4
 """Dummy sizes for tracing: never 0 or 1 (the exporter specialises on them), and unlike the validation shapes."""
 
 
-class VisionEncoder(nn.Module):
-    """pixel_values float32 [B, 3, H, W] (normalised, see manifest.preprocess) -> image_features [B, T, hidden]."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return image_features(self.model, pixel_values)
+def vision_encoder(loaded: LoadedModel) -> nn.Module:
+    """The family's vision module (models/vision.py): pixel_values float32 [B, 3, H, W] (normalised, see
+    manifest.preprocess) -> image_features [B, T, hidden]; its ``batch_size`` is None or the one B it takes."""
+    family = families.get(loaded.family_name)
+    module, name = family.vision.split(":")
+    return getattr(importlib.import_module(module), name)(loaded.model, loaded.preprocess.image_size)
 
 
 class TokenEmbedding(nn.Module):
@@ -99,19 +98,28 @@ def kv_spec(model: Any) -> KVCacheSpec:
     )
 
 
-def trace_inputs_vision(image_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-    return (torch.rand(TRACE_BATCH, 3, *image_size) * 2 - 1,)
+def trace_inputs_vision(image_size: tuple[int, int], batch: int | None = None) -> tuple[torch.Tensor, ...]:
+    return (torch.rand(batch or TRACE_BATCH, 3, *image_size) * 2 - 1,)
 
 
 def trace_inputs_embedding(vocab: int) -> tuple[torch.Tensor, ...]:
     return (torch.randint(0, vocab, (TRACE_BATCH, TRACE_SEQ), dtype=torch.int64),)
 
 
-def trace_inputs_decoder(hidden: int, kv: KVCacheSpec) -> tuple[Any, ...]:
+def trace_inputs_decoder(hidden: int, kv: KVCacheSpec, position_rows: int = 1) -> tuple[Any, ...]:
     b, s, p = TRACE_BATCH, TRACE_SEQ, TRACE_PAST
     past = tuple(torch.randn(b, kv.num_kv_heads, p, kv.head_dim) for _ in range(2 * kv.num_layers))
-    positions = torch.arange(p, p + s, dtype=torch.int64).expand(b, s).contiguous()
+    positions = position_ids(position_rows, b, p, s)
     return (torch.randn(b, s, hidden) * 0.02, torch.ones(b, p + s, dtype=torch.int64), positions, past)
+
+
+def position_ids(rows: int, batch: int, start: int, length: int) -> torch.Tensor:
+    """int64 [batch, length] positions start.. (rows 1), or [rows, batch, length] whose rows differ (an image's
+    M-RoPE rows do), so every rotary section of a multi-row scheme sees its own positions."""
+    base = torch.arange(start, start + length, dtype=torch.int64)
+    if rows == 1:
+        return base.expand(batch, length).contiguous()
+    return torch.stack([base // (r + 1) for r in range(rows)])[:, None].expand(rows, batch, length).contiguous()
 
 
 def dynamic_shapes(io_spec: RoleIO, module: nn.Module) -> dict[str, Any]:

@@ -39,11 +39,14 @@ class RoleIO:
         return [t.name for t in self.outputs]
 
 
-def vision_io() -> RoleIO:
+def vision_io(*, dynamic_batch: bool = True) -> RoleIO:
+    """pixel_values [B, 3, H, W] -> image_features [B, tokens, hidden]; B fixed when the family's vision module is
+    built for one batch size (Qwen2-VL: 1)."""
+    axes = {0: BATCH} if dynamic_batch else {}
     return RoleIO(
         GraphRole.VISION_ENCODER,
-        inputs=(TensorIO("pixel_values", "float32", {0: BATCH}),),
-        outputs=(TensorIO("image_features", "float32", {0: BATCH}),),
+        inputs=(TensorIO("pixel_values", "float32", axes),),
+        outputs=(TensorIO("image_features", "float32", axes),),
     )
 
 
@@ -55,7 +58,8 @@ def embedding_io() -> RoleIO:
     )
 
 
-def decoder_io(kv: KVCacheSpec) -> RoleIO:
+def decoder_io(kv: KVCacheSpec, *, position_rows: int = 1) -> RoleIO:
+    """position_ids is [B, S], or [rows, B, S] for multi-row schemes (M-RoPE: 3)."""
     past = [
         TensorIO(name, kv.dtype, {0: BATCH, 2: PAST})
         for pair in zip(kv.names("past_key"), kv.names("past_value"))
@@ -71,7 +75,7 @@ def decoder_io(kv: KVCacheSpec) -> RoleIO:
         inputs=(
             TensorIO("inputs_embeds", "float32", {0: BATCH, 1: SEQ}),
             TensorIO("attention_mask", "int64", {0: BATCH, 1: TOTAL}),
-            TensorIO("position_ids", "int64", {0: BATCH, 1: SEQ}),
+            TensorIO("position_ids", "int64", {0: BATCH, 1: SEQ} if position_rows == 1 else {1: BATCH, 2: SEQ}),
             *past,
         ),
         outputs=(TensorIO("logits", "float32", {0: BATCH, 1: SEQ}), *present),

@@ -15,6 +15,7 @@ import onnxruntime as ort
 import torch
 
 from edgelmm.errors import ExportShapeError, ExportToleranceError
+from edgelmm.export.graphs import position_ids
 from edgelmm.runtime.manifest import KVCacheSpec
 from edgelmm.runtime.sessions import SessionConfig, session_options
 from edgelmm.specs import GraphRole, Precision
@@ -78,9 +79,11 @@ def _run_case(session: ort.InferenceSession, module: torch.nn.Module, feed: dict
 
 def validate_vision(path: Path, module: torch.nn.Module, image_size: tuple[int, int], tol: tuple[float, float],
                     value_range: tuple[float, float]) -> list[Case]:
+    """Batches 1 and 3 (the trace used 2), or the one batch size a fixed-batch module takes."""
     session, cases = _session(path), []
     lo, hi = value_range
-    for batch in (1, 3):
+    fixed = getattr(module, "batch_size", None)
+    for batch in (fixed,) if fixed else (1, 3):
         pixels = torch.rand(batch, 3, *image_size, generator=torch.Generator().manual_seed(batch)) * (hi - lo) + lo
         o, t = _run_case(session, module, {"pixel_values": pixels.numpy()}, (pixels,))
         cases.append(compare("vision_encoder", f"pixel_values[{batch},3,{image_size[0]},{image_size[1]}]", o, t, *tol))
@@ -97,15 +100,16 @@ def validate_embedding(path: Path, module: torch.nn.Module, vocab: int, tol: tup
 
 
 def validate_decoder(path: Path, module: torch.nn.Module, embed: Callable[[torch.Tensor], torch.Tensor],
-                     kv: KVCacheSpec, vocab: int, tol: tuple[float, float], input_names: list[str]) -> list[Case]:
+                     kv: KVCacheSpec, vocab: int, tol: tuple[float, float], input_names: list[str],
+                     position_rows: int = 1) -> list[Case]:
     """Decoder cases use real token embeddings and a past produced by the torch model itself (realistic scales)."""
     session, cases = _session(path), []
     gen = torch.Generator().manual_seed(7)
     for batch, seq, past_len in DECODER_CASES:
-        past = _real_past(module, embed, kv, vocab, batch, past_len, gen)
+        past = _real_past(module, embed, kv, vocab, batch, past_len, gen, position_rows)
         embeds = embed(torch.randint(0, vocab, (batch, seq), generator=gen))
         mask = torch.ones(batch, past_len + seq, dtype=torch.int64)
-        positions = torch.arange(past_len, past_len + seq, dtype=torch.int64).expand(batch, seq).contiguous()
+        positions = position_ids(position_rows, batch, past_len, seq)
         args = (embeds, mask, positions, past)
         feed = dict(zip(input_names, [embeds.numpy(), mask.numpy(), positions.numpy(), *[p.numpy() for p in past]]))
         o, t = _run_case(session, module, feed, args)
@@ -114,12 +118,13 @@ def validate_decoder(path: Path, module: torch.nn.Module, embed: Callable[[torch
 
 
 def _real_past(module: torch.nn.Module, embed: Callable[[torch.Tensor], torch.Tensor], kv: KVCacheSpec,
-               vocab: int, batch: int, length: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+               vocab: int, batch: int, length: int, gen: torch.Generator, position_rows: int
+               ) -> tuple[torch.Tensor, ...]:
     empty = tuple(torch.zeros(batch, kv.num_kv_heads, 0, kv.head_dim) for _ in range(2 * kv.num_layers))
     if length == 0:
         return empty
     embeds = embed(torch.randint(0, vocab, (batch, length), generator=gen))
-    positions = torch.arange(length, dtype=torch.int64).expand(batch, length).contiguous()
+    positions = position_ids(position_rows, batch, 0, length)
     with torch.no_grad():
         out = module(embeds, torch.ones(batch, length, dtype=torch.int64), positions, empty)
     return tuple(t.detach() for t in out[1:])

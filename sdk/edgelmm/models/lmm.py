@@ -6,6 +6,7 @@ The result is a plain transformers ``LlavaForConditionalGeneration`` with a ``Ll
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from transformers import (
     LlavaProcessor,
     SiglipVisionConfig,
 )
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-from edgelmm.errors import BundleError, UnsupportedModelError
+from edgelmm.errors import BundleError, SpecError, UnsupportedModelError
 from edgelmm.models.loaded import CHATML_TEMPLATE, LoadedModel
 from edgelmm.runtime.manifest import PreprocessSpec
 from edgelmm.specs import ModelKind
@@ -113,24 +115,40 @@ def assemble_llava(
     model = LlavaForConditionalGeneration(config)
     model.model.language_model.load_state_dict(text_model.model.state_dict())
     if not config.tie_word_embeddings:
-        model.lm_head.load_state_dict(text_model.lm_head.state_dict())
+        head = dict(text_model.lm_head.state_dict())
+        bias = head.pop("bias", None)
+        if bias is not None and bool(bias.any()):  # Phi-2's head has one; LlavaForConditionalGeneration's has none
+            raise UnsupportedModelError(f"{type(text_model).__name__}'s lm_head has a bias, which"
+                                        " LlavaForConditionalGeneration cannot hold: the LLaVA model would not"
+                                        " reproduce this LM")
+        model.lm_head.load_state_dict(head)
     model.eval()
     model.generation_config.eos_token_id = list(lm.eos_token_ids)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    size = _as_pair(vision_config.image_size)
-    image_processor = SiglipImageProcessorPil(
-        size={"height": size[0], "width": size[1]}, resample=3, image_mean=[0.5] * 3, image_std=[0.5] * 3
-    )
+    clip = vision_config.model_type == "clip_vision_model"
     processor = LlavaProcessor(
-        image_processor=image_processor,
+        image_processor=_tower_image_processor(vision_config),
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
         vision_feature_select_strategy=vision_feature_select_strategy,
         chat_template=chat_template,
         image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1 if clip else 0,  # CLIP's CLS token
     )
     tokenizer.chat_template = chat_template
     return _llava_loaded(name, model, processor, chat_template, lm.eos_token_ids, lm.max_context)
+
+
+def _tower_image_processor(vision_config: Any) -> Any:
+    """The tower's own preprocessing: CLIP resizes the short side and centre-crops (OpenAI mean/std); SigLIP
+    squashes to the square input with mean = std = 0.5."""
+    size = _as_pair(vision_config.image_size)
+    if vision_config.model_type == "clip_vision_model":
+        return CLIPImageProcessorPil(size={"shortest_edge": size[0]}, crop_size={"height": size[0], "width": size[1]},
+                                     resample=3)
+    return SiglipImageProcessorPil(
+        size={"height": size[0], "width": size[1]}, resample=3, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
 
 
 def _grow_vocab(model: Any, size: int) -> None:
@@ -159,57 +177,78 @@ def count_image_tokens(model: Any) -> int:
 
 
 def _llava_loaded(
-    name: str, model: Any, processor: Any, chat_template: str, eos: tuple[int, ...], max_context: int
+    name: str, model: Any, processor: Any, chat_template: str, eos: tuple[int, ...], context: int
 ) -> LoadedModel:
-    return LoadedModel(
-        name=name,
-        kind=ModelKind.LLAVA,
-        model=model,
-        tokenizer=processor.tokenizer,
-        processor=processor,
-        chat_template=chat_template,
-        eos_token_ids=tuple(eos),
-        max_context=max_context,
-        image_token=processor.image_token,
-        image_token_id=int(model.config.image_token_id),
-        num_image_tokens=count_image_tokens(model),
+    return image_text_loaded(
+        name, "llava", model, processor, kind=ModelKind.LLAVA, chat_template=chat_template, eos_token_ids=tuple(eos),
+        max_context=context, num_image_tokens=count_image_tokens(model),
         preprocess=preprocess_spec(processor.image_processor),
     )
 
 
-def preprocess_spec(image_processor: Any) -> PreprocessSpec:
-    """Translate a transformers image processor's settings into the manifest's PreprocessSpec."""
-    size = dict(image_processor.size)
+def image_text_loaded(name: str, family: str, model: Any, processor: Any, *, kind: ModelKind = ModelKind.VLM,
+                      **fields: Any) -> LoadedModel:
+    """A LoadedModel of an image + text family; what ``fields`` leaves out is read off the model and processor."""
+    tokenizer = processor.tokenizer
+    defaults = {
+        "chat_template": chat_template_of(processor),
+        "eos_token_ids": eos_ids(model, tokenizer),
+        "max_context": max_context(model),
+        "image_token": processor.image_token,
+        "image_token_id": int(model.config.image_token_id),
+    }
+    return LoadedModel(name=name, kind=kind, family=family, model=model, tokenizer=tokenizer, processor=processor,
+                       **(defaults | fields))
+
+
+def preprocess_spec(image_processor: Any, **layout: Any) -> PreprocessSpec:
+    """Translate a transformers image processor's settings into the manifest's PreprocessSpec.
+
+    ``layout`` (image_size, mode, shortest_edge, longest_edge) replaces the reading of ``size`` that fits LLaVA's
+    towers (height/width: squash; shortest_edge + crop: CLIP) for families that size images their own way.
+    """
     resize = _PIL_FILTERS.get(int(getattr(image_processor, "resample", 3)), "bicubic")
     rescale = float(image_processor.rescale_factor) if getattr(image_processor, "do_rescale", True) else 1.0
     if getattr(image_processor, "do_normalize", True):
         mean, std = tuple(map(float, image_processor.image_mean)), tuple(map(float, image_processor.image_std))
     else:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    if "shortest_edge" in size:
-        crop = dict(getattr(image_processor, "crop_size", None) or {})
-        if not getattr(image_processor, "do_center_crop", False) or not crop:
-            raise UnsupportedModelError("image processors that resize by shortest edge without a centre crop are not supported")
-        extra = {"mode": "shortest-edge-crop", "shortest_edge": int(size["shortest_edge"])}
-        hw = (int(crop["height"]), int(crop["width"]))
-    else:
-        extra = {}
-        hw = (int(size["height"]), int(size["width"]))
     lows = [(0 - m) / s for m, s in zip(mean, std)]
     highs = [(255 * rescale - m) / s for m, s in zip(mean, std)]
     return PreprocessSpec(
-        image_size=hw, resize=resize, rescale_factor=rescale, mean=mean, std=std,
-        value_range=(round(min(lows), 6), round(max(highs), 6)), **extra,
+        resize=resize, rescale_factor=rescale, mean=mean, std=std,
+        value_range=(round(min(lows), 6), round(max(highs), 6)), **(layout or _tower_layout(image_processor)),
     )
+
+
+def _tower_layout(image_processor: Any) -> dict[str, Any]:
+    size = dict(image_processor.size)
+    if "shortest_edge" in size:
+        crop = dict(getattr(image_processor, "crop_size", None) or {})
+        if not getattr(image_processor, "do_center_crop", False) or not crop:
+            raise UnsupportedModelError("image processors that resize by shortest edge without a centre crop are"
+                                        " not supported")
+        return {"mode": "shortest-edge-crop", "shortest_edge": int(size["shortest_edge"]),
+                "image_size": (int(crop["height"]), int(crop["width"]))}
+    return {"image_size": (int(size["height"]), int(size["width"]))}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Local Hugging Face directories
 
 
-def load_local(directory: str | Path) -> LoadedModel:
-    """Load a saved LlavaForConditionalGeneration or *ForCausalLM directory (float32, eval), or a trained weights
-    directory (``edgelmm train`` output: tower + connector + LoRA on a registry LM, see models/weights.py)."""
+def load_local(directory: str | Path, *, image_size: tuple[int, int] | None = None) -> LoadedModel:
+    """Load a saved Hugging Face model directory (float32, eval) with its family's loader (models/families.py).
+
+    ``image_size`` (H, W) picks the one image size of a fixed-grid family's bundle (Qwen2-VL); other families take
+    the size their tower was trained for.
+
+    Raises BundleError for a directory without a readable config.json and UnsupportedModelError (one line: which
+    architecture and why) for a model no family exports, or a transformers version the family was not verified with.
+    """
+    import transformers
+
+    from edgelmm.models.families import check_model_types, check_transformers, family_for
     from edgelmm.models.weights import is_weights_dir, load_weights
 
     root = Path(directory)
@@ -221,36 +260,51 @@ def load_local(directory: str | Path) -> LoadedModel:
         raise BundleError(f"'{root}' is not a Hugging Face model directory: config.json is missing") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"'{root}/config.json' cannot be read: {exc}") from None
-    arch = (config.get("architectures") or ["?"])[0]
-    if arch == "LlavaForConditionalGeneration":
-        model = LlavaForConditionalGeneration.from_pretrained(root, dtype=torch.float32).eval()
-        processor = AutoProcessor.from_pretrained(root)
-        template = processor.chat_template or processor.tokenizer.chat_template or CHATML_TEMPLATE
-        return _llava_loaded(root.name, model, processor, template, _eos_ids(model, processor.tokenizer), _context(model))
-    if arch.endswith("ForCausalLM"):
-        model = AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(root)
-        return LoadedModel(
-            name=root.name,
-            kind=ModelKind.CAUSAL_LM,
-            model=model,
-            tokenizer=tokenizer,
-            chat_template=tokenizer.chat_template or CHATML_TEMPLATE,
-            eos_token_ids=_eos_ids(model, tokenizer),
-            max_context=_context(model),
-        )
-    raise UnsupportedModelError(
-        f"architecture '{arch}' in '{root}' cannot be exported: supported are LlavaForConditionalGeneration"
-        " and decoder-only *ForCausalLM models"
+    family = family_for((config.get("architectures") or ["?"])[0], where=str(root))
+    check_model_types(family, *((config.get(k) or {}).get("model_type", "") for k in ("vision_config", "text_config")))
+    check_transformers(family, transformers.__version__)
+    if image_size is not None and not family.fixed_grid:
+        raise SpecError(f"{family.title} bundles take the image size the model was trained for; an image size"
+                        " applies to fixed-grid families (Qwen2-VL, Qwen2.5-VL)")
+    module, function = family.load.split(":")
+    options = {"image_size": image_size} if image_size else {}
+    return getattr(importlib.import_module(module), function)(root, **options)
+
+
+def load_llava(root: Path) -> LoadedModel:
+    """A saved LlavaForConditionalGeneration directory."""
+    model = LlavaForConditionalGeneration.from_pretrained(root, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(root)
+    template = chat_template_of(processor)
+    return _llava_loaded(root.name, model, processor, template, eos_ids(model, processor.tokenizer), max_context(model))
+
+
+def load_causal_lm(root: Path) -> LoadedModel:
+    """A saved decoder-only *ForCausalLM directory (a text-only bundle)."""
+    model = AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(root)
+    return LoadedModel(
+        name=root.name,
+        kind=ModelKind.CAUSAL_LM,
+        model=model,
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template or CHATML_TEMPLATE,
+        eos_token_ids=eos_ids(model, tokenizer),
+        max_context=max_context(model),
     )
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+def chat_template_of(processor: Any) -> str:
+    """The processor's chat template, else its tokenizer's, else ChatML."""
+    return processor.chat_template or processor.tokenizer.chat_template or CHATML_TEMPLATE
+
+
+def eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     eos = getattr(model.generation_config, "eos_token_id", None)
     if eos is None:
         eos = model.config.get_text_config(decoder=True).eos_token_id or tokenizer.eos_token_id
     return tuple(int(e) for e in (eos if isinstance(eos, list | tuple) else [eos]) if e is not None)
 
 
-def _context(model: Any) -> int:
+def max_context(model: Any) -> int:
     return int(getattr(model.config.get_text_config(decoder=True), "max_position_embeddings", 2048) or 2048)

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edgelmm.runtime.manifest import PreprocessSpec
+from edgelmm.runtime.manifest import ImagePromptSpec, PositionSpec, PreprocessSpec
 from edgelmm.specs import ModelKind
 
 CHATML_TEMPLATE = (
@@ -42,7 +42,21 @@ class LoadedModel:
     num_image_tokens: int = 0
     preprocess: PreprocessSpec | None = None
     processor: Any = None
-    """The transformers processor (LlavaProcessor) when the model takes images."""
+    """The transformers processor (LlavaProcessor...) when the model takes images."""
+    family: str = ""
+    """Key in models/families.py FAMILIES ("" means the one its kind implies: llava or causal-lm)."""
+    image_prompt: ImagePromptSpec = ImagePromptSpec()
+    """How the chat template's image placeholder expands (manifest text.image_prompt)."""
+    positions: PositionSpec = PositionSpec()
+    """Decoder position-id scheme (manifest positions)."""
+
+    @property
+    def has_vision(self) -> bool:
+        return self.kind in (ModelKind.LLAVA, ModelKind.VLM)
+
+    @property
+    def family_name(self) -> str:
+        return self.family or ("causal-lm" if self.kind is ModelKind.CAUSAL_LM else "llava")
 
     @property
     def config(self) -> Any:

@@ -7,6 +7,8 @@
 from edgelmm.runtime.manifest import Manifest, load_bundle
 from edgelmm.runtime.metrics import Metrics
 from edgelmm.runtime.pipeline import Pipeline, Result
+from edgelmm.runtime.profile import DeviceProfile, list_profiles, load_profile
 from edgelmm.specs import GenerationSpec
 
-__all__ = ["GenerationSpec", "Manifest", "Metrics", "Pipeline", "Result", "load_bundle"]
+__all__ = ["DeviceProfile", "GenerationSpec", "Manifest", "Metrics", "Pipeline", "Result", "list_profiles",
+           "load_bundle", "load_profile"]

@@ -3,6 +3,8 @@
 example:
   edgelmm run --bundle bundles/smol-vqa --image photo.png --prompt "What is in the picture?" --max-new-tokens 32
   edgelmm run --bundle bundles/smollm2 --prompt "Write a haiku about phones." --json
+  edgelmm run --bundle bundles/smol-vqa --profile raspberry-pi-5 --image photo.png --prompt "Describe it." --json
+  edgelmm run --bundle bundles/smollm2-variants --profile pixel-8 --dry-run   # variant, memory estimate, providers
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bundle", required=True, help="bundle directory written by `edgelmm export`")
     p.add_argument("--image", action="append", default=[], metavar="PATH", help="an image (repeat for several)")
-    p.add_argument("--prompt", required=True, help="the user message")
+    p.add_argument("--prompt", help="the user message (required unless --dry-run)")
+    p.add_argument("--profile", default=None, metavar="NAME|PATH",
+                   help="device profile: a name from device_profiles/ or a YAML file (default: CPU, no budget)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the chosen variant, memory estimate vs budget and provider order as YAML; load nothing")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the bundle's generation settings")
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token ids, metrics")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per graph (default: onnxruntime's)")
@@ -35,10 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    if args.dry_run:
+        return _dry_run(args)
+    if args.prompt is None:
+        parser.error("--prompt is required (unless --dry-run)")
     from edgelmm.runtime.pipeline import Pipeline  # after parsing: --help stays instant
 
-    pipe = Pipeline.load(args.bundle, threads=args.threads)
+    pipe = Pipeline.load(args.bundle, args.profile, threads=args.threads)
     stream = None if args.json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
     result = pipe.generate(
         args.prompt,
@@ -64,4 +75,21 @@ def main(argv: Sequence[str]) -> int:
             f" peak RSS {m.peak_rss_mb:.0f} MB]",
             file=sys.stderr,
         )
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """Resolve profile, variant and budget exactly as Pipeline.load would, without creating any session."""
+    import yaml
+
+    from edgelmm.runtime.plan import plan_load
+    from edgelmm.runtime.profile import load_profile
+
+    profile = load_profile(args.profile) if args.profile else None
+    plan = plan_load(args.bundle, profile)
+    summary = plan.summary()
+    if profile is not None:
+        summary["providers"] = {str(role): [spec.provider.ort_name for spec in profile.providers_for(role)]
+                                for role in plan.manifest.graphs}
+    print(yaml.safe_dump(summary, sort_keys=False), end="")
     return 0

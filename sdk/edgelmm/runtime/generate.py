@@ -4,7 +4,7 @@ Graph I/O (names from the manifest; B = 1 here)::
 
     inputs_embeds   float32 [B, S, hidden]            from token_embedding and/or vision_encoder
     attention_mask  int64   [B, past + S]             1 for every real position
-    position_ids    int64   [B, S]                    past .. past + S - 1
+    position_ids    int64   [B, S]                    past .. past + S - 1 (or [3, B, S] for M-RoPE, see positions.py)
     past K / V      float32 [B, kv_heads, past, head_dim] x layers   (empty, past = 0, at prefill)
       -> logits     float32 [B, S, vocab]
       -> present K/V float32 [B, kv_heads, past + S, head_dim] x layers
@@ -34,10 +34,13 @@ StreamCallback = Callable[[str], object]
 class Decoder:
     """Runs decoder.onnx step by step for one sequence (batch 1)."""
 
-    def __init__(self, session: ort.InferenceSession, kv: KVCacheSpec, hidden_size: int) -> None:
+    def __init__(self, session: ort.InferenceSession, kv: KVCacheSpec, hidden_size: int, position_rows: int = 1
+                 ) -> None:
         self.session = session
         self.kv = kv
         self.hidden_size = hidden_size
+        self.position_rows = position_rows
+        """1: position_ids [B, S]; 3: M-RoPE position_ids [3, B, S]."""
         self._past_names = [n for pair in zip(kv.names("past_key"), kv.names("past_value")) for n in pair]
         self._present_names = [n for pair in zip(kv.names("present_key"), kv.names("present_value")) for n in pair]
         self._outputs = ["logits", *self._present_names]
@@ -48,20 +51,29 @@ class Decoder:
         empty = np.zeros((1, self.kv.num_kv_heads, 0, self.kv.head_dim), dtype=self._dtype)
         self._past = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in self._past_names]
         self.length = 0
+        self.next_position = 0
 
-    def forward(self, embeds: np.ndarray) -> np.ndarray:
-        """Append ``embeds`` float32 [1, S, hidden] to the sequence; return float32 logits [vocab] of its last row."""
+    def forward(self, embeds: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """Append ``embeds`` float32 [1, S, hidden] to the sequence; return float32 logits [vocab] of its last row.
+
+        ``positions``: int64 [position_rows, S] (see positions.py); default: the S positions after the last one.
+        """
         s = embeds.shape[1]
         total = self.length + s
+        if positions is None:
+            positions = np.broadcast_to(np.arange(self.next_position, self.next_position + s, dtype=np.int64),
+                                        (self.position_rows, s))
+        ids = np.ascontiguousarray(positions, dtype=np.int64).reshape(self.position_rows, 1, s)
         feed = {
             "inputs_embeds": ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(embeds, dtype=np.float32)),
             "attention_mask": ort.OrtValue.ortvalue_from_numpy(np.ones((1, total), dtype=np.int64)),
-            "position_ids": ort.OrtValue.ortvalue_from_numpy(np.arange(self.length, total, dtype=np.int64)[None]),
+            "position_ids": ort.OrtValue.ortvalue_from_numpy(ids[0] if self.position_rows == 1 else ids),
         }
         feed.update(zip(self._past_names, self._past))
         outputs = self.session.run_with_ort_values(self._outputs, feed)
         self._past = outputs[1:]
         self.length = total
+        self.next_position = int(positions.max()) + 1
         return np.asarray(outputs[0].numpy()[0, -1], dtype=np.float32)
 
 

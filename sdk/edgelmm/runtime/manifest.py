@@ -33,6 +33,8 @@ MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few KB; refuse anything that 
 
 KV_LAYOUTS = ("past-present",)
 """past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new."""
+PREPROCESS_MODES = ("squash", "shortest-edge-crop", "longest-edge-squash", "tiles")
+POSITION_SCHEMES = ("linear", "mrope")
 
 
 @dataclasses.dataclass(**SPEC)
@@ -110,9 +112,15 @@ class PreprocessSpec:
     resize: str = "bicubic"
     """PIL resampling filter: nearest, bilinear, bicubic, lanczos."""
     mode: str = "squash"
-    """squash: resize to image_size ignoring aspect (SigLIP, Imp's if_squash); shortest-edge-crop: resize the short
-    side to ``shortest_edge`` keeping aspect, then centre-crop to image_size (CLIP)."""
+    """squash: resize to image_size ignoring aspect (SigLIP, Imp's if_squash, Qwen2-VL's fixed grid);
+    shortest-edge-crop: resize the short side to ``shortest_edge`` keeping aspect, then centre-crop to image_size
+    (CLIP); longest-edge-squash: resize the long side to ``longest_edge`` keeping aspect, then squash to image_size
+    (Idefics3 / SmolVLM without image splitting); tiles: Idefics3 / SmolVLM image splitting (long side to
+    ``longest_edge``, both sides up to multiples of image_size, cut into image_size tiles row by row, then the whole
+    image squashed to one more tile), see runtime/preprocess.py."""
     shortest_edge: int = 0
+    longest_edge: int = 0
+    """Target of the long side for modes longest-edge-squash and tiles."""
     rescale_factor: float = 1 / 255
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -125,14 +133,68 @@ class PreprocessSpec:
     def __post_init__(self) -> None:
         if self.resize not in ("nearest", "bilinear", "bicubic", "lanczos"):
             raise SpecError(f"preprocess.resize '{self.resize}' is not supported; valid: nearest, bilinear, bicubic, lanczos")
-        if self.mode not in ("squash", "shortest-edge-crop"):
-            raise SpecError(f"preprocess.mode '{self.mode}' is not supported; valid: squash, shortest-edge-crop")
+        if self.mode not in PREPROCESS_MODES:
+            raise SpecError(f"preprocess.mode '{self.mode}' is not supported; valid: {', '.join(PREPROCESS_MODES)}")
         if self.mode == "shortest-edge-crop" and self.shortest_edge < min(self.image_size):
             raise SpecError("preprocess.shortest_edge must be >= the crop size for mode shortest-edge-crop")
+        if self.mode in ("longest-edge-squash", "tiles") and self.longest_edge < 1:
+            raise SpecError(f"preprocess.longest_edge must be >= 1 for mode {self.mode}")
+        if self.mode == "tiles" and self.image_size[0] != self.image_size[1]:
+            raise SpecError("preprocess.image_size must be square for mode tiles")
         if self.channel_order not in ("RGB", "BGR") or self.layout not in ("NCHW", "NHWC"):
             raise SpecError("preprocess: channel_order must be RGB|BGR and layout NCHW|NHWC")
         if min(self.image_size) < 1 or any(s == 0 for s in self.std):
             raise SpecError("preprocess: image_size must be positive and std non-zero")
+
+
+@dataclasses.dataclass(**SPEC)
+class ImagePromptSpec:
+    """How each image placeholder the chat template emits becomes prompt text (the processor's expansion).
+
+    Every string is template text (tokenized with special tokens parsed) in which ``{image}`` stands for one tile's
+    ``num_image_tokens`` image slots. LLaVA and Qwen2-VL use the default ``{image}``; Idefics3 / SmolVLM wrap
+    tiles in ``<fake_token_around_image>`` with ``<row_{row}_col_{col}>`` / ``<global-img>`` tags.
+    """
+
+    single: str = "{image}"
+    """An image encoded as a single tile (every mode but tiles, or a tiles image no larger than one tile)."""
+    tile: str = ""
+    """One tile of a split image; ``{row}`` and ``{col}`` count from 1."""
+    row_end: str = ""
+    """Text after each row of tiles."""
+    overview: str = ""
+    """Text after the tiles, for the whole image squashed into one more tile."""
+
+    def __post_init__(self) -> None:
+        for name in ("single", "tile", "overview"):
+            text = getattr(self, name)
+            if text and text.count("{image}") != 1:
+                raise SpecError(f"text.image_prompt.{name} must contain '{{image}}' exactly once, got {text!r:.80}")
+        if bool(self.tile) != bool(self.overview):
+            raise SpecError("text.image_prompt: tile and overview are set together (image splitting) or not at all")
+
+
+@dataclasses.dataclass(**SPEC)
+class PositionSpec:
+    """Decoder position ids. linear: ``position_ids`` int64 [B, S] counting positions. mrope (Qwen2-VL M-RoPE):
+    ``position_ids`` int64 [3, B, S], (time, row, column) per token: text tokens repeat their index in all three,
+    an image's tokens share time = start and take start + row / start + column of ``image_grid``, and the text
+    after an image continues from start + max(rows, cols)."""
+
+    scheme: str = "linear"
+    image_grid: tuple[int, int] = (0, 0)
+    """mrope: (rows, cols) of one image's tokens as the decoder sees them (after the vision merger)."""
+
+    def __post_init__(self) -> None:
+        if self.scheme not in POSITION_SCHEMES:
+            raise SpecError(f"positions.scheme '{self.scheme}' is not supported; valid: {', '.join(POSITION_SCHEMES)}")
+        if self.scheme == "mrope" and min(self.image_grid) < 1:
+            raise SpecError("positions.image_grid must be two positive integers for scheme mrope")
+
+    @property
+    def rows(self) -> int:
+        """Leading dimension of the decoder's position_ids (1 means shape [B, S])."""
+        return 3 if self.scheme == "mrope" else 1
 
 
 @dataclasses.dataclass(**SPEC)
@@ -152,7 +214,9 @@ class TextSpec:
     """Placeholder the chat template emits for one image; the runtime expands it to ``num_image_tokens`` slots."""
     image_token_id: int | None = None
     num_image_tokens: int = 0
-    """Visual tokens per image (decoder positions one image occupies)."""
+    """Visual tokens per tile (per image unless preprocess.mode is tiles): the decoder positions one tile occupies."""
+    image_prompt: ImagePromptSpec = ImagePromptSpec()
+    """How the template's image placeholder expands (default: ``num_image_tokens`` image tokens)."""
 
 
 @dataclasses.dataclass(**SPEC)
@@ -183,6 +247,7 @@ class Manifest:
     text: TextSpec
     generation: GenerationSpec = GenerationSpec()
     preprocess: PreprocessSpec | None = None
+    positions: PositionSpec = PositionSpec()
     invariants: dict[str, Any] = dataclasses.field(default_factory=dict)
     validation: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The export's parity report: tolerances, per-graph cases with max abs diff, passed."""
@@ -285,10 +350,28 @@ def check_invariants(manifest: Manifest, *, where: str = MANIFEST_NAME) -> None:
         tokens = _dim(vision, "image_features", 1, problems)
         if isinstance(tokens, int) and tokens != text.num_image_tokens:
             problems.append(f"vision_encoder emits {tokens} tokens per image, text.num_image_tokens says {text.num_image_tokens}")
+    problems += _family_field_problems(manifest)
     if manifest.text.max_context < 2:
         problems.append("text.max_context must be >= 2")
     if problems:
         raise BundleError(f"{where}: invalid manifest: " + "; ".join(problems))
+
+
+def _family_field_problems(manifest: Manifest) -> list[str]:
+    """The optional family fields (tiles, image prompt, M-RoPE) agree with each other and with the graphs."""
+    problems = []
+    tiled = manifest.preprocess is not None and manifest.preprocess.mode == "tiles"
+    if manifest.has_vision and tiled != bool(manifest.text.image_prompt.tile):
+        problems.append("preprocess.mode tiles and text.image_prompt.tile/overview go together")
+    positions, tokens = manifest.positions, manifest.text.num_image_tokens
+    if positions.scheme == "mrope" and positions.image_grid[0] * positions.image_grid[1] != tokens:
+        problems.append(f"positions.image_grid {positions.image_grid} does not hold text.num_image_tokens {tokens}")
+    decoder = manifest.graphs.get(GraphRole.DECODER)
+    shape = next((t.shape for t in decoder.inputs if t.name == "position_ids"), None) if decoder else None
+    rank = 3 if positions.rows > 1 else 2
+    if shape is not None and len(shape) != rank:
+        problems.append(f"decoder position_ids has rank {len(shape)}; positions.scheme {positions.scheme} needs {rank}")
+    return problems
 
 
 def _dim(graph: GraphSpec, name: str, axis: int, problems: list[str], *, inputs: bool = False) -> int | str | None:

@@ -9,7 +9,19 @@ from typing import Any
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far, in MiB.
+
+    Linux: VmHWM from /proc/self/status, the high-water mark of this process's own memory. ``ru_maxrss`` is not
+    used there because Linux carries it over from the parent across fork + exec: a child started by a large process
+    reports the parent's peak. Elsewhere ru_maxrss (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
@@ -44,6 +56,20 @@ class Metrics:
     peak_rss_mb: float = 0.0
     providers: dict[str, str] = dataclasses.field(default_factory=dict)
     """Execution provider actually used per graph role."""
+    provider_fallbacks: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Per graph role, the providers of the profile that were skipped before it, each with the reason."""
+    placement: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    """Per graph role, nodes per provider as onnxruntime partitioned them (a partial placement shows CPU too)."""
+    profile: str = ""
+    """Device profile name ("" when loaded without one)."""
+    variant: str = ""
+    """Bundle variant the profile picked from a variants directory ("" when a single bundle was given)."""
+    memory_estimate_mb: float = 0.0
+    """Estimated peak RSS at the pipeline's max context (runtime.budget), checked against the budget before load."""
+    memory_budget_mb: float = 0.0
+    """The profile's memory budget (0 without a profile)."""
+    load_peak_rss_mb: float = 0.0
+    """Measured peak RSS right after Pipeline.load; ``peak_rss_mb`` is the peak so far, after this generation."""
 
     @property
     def prefill_tok_s(self) -> float:

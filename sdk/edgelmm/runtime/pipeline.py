@@ -1,14 +1,16 @@
 """Pipeline: load a bundle, answer prompts about images. onnxruntime + numpy + Pillow + tokenizers only.
 
     from edgelmm.runtime import Pipeline
-    pipe = Pipeline.load("bundles/smol-vqa")
+    pipe = Pipeline.load("bundles/smol-vqa")                      # CPU, onnxruntime's defaults
+    pipe = Pipeline.load("bundles/smol-vqa", profile="pixel-8")   # a device profile (device_profiles/)
     res = pipe.generate("What colour is the circle?", images=["scene.png"], max_new_tokens=16)
-    print(res.text, res.metrics.ttft_ms)
+    print(res.text, res.metrics.ttft_ms, res.metrics.providers)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -20,15 +22,20 @@ import numpy as np
 
 from edgelmm.errors import InputError, SpecError
 from edgelmm.runtime.generate import Decoder, StreamCallback, token_loop
-from edgelmm.runtime.manifest import Manifest, load_bundle, safe_path
+from edgelmm.runtime.manifest import Manifest, safe_path, verify_files
 from edgelmm.runtime.metrics import Metrics, peak_rss_mb
-from edgelmm.runtime.preprocess import ImageInput, preprocess
+from edgelmm.runtime.plan import LoadPlan, plan_load
+from edgelmm.runtime.positions import prompt_positions
+from edgelmm.runtime.preprocess import ImageInput, ImageTiles, prepare
+from edgelmm.runtime.profile import DeviceProfile, ProviderSpec, load_profile
 from edgelmm.runtime.prompt import Message, PromptBuilder, PromptIds
-from edgelmm.runtime.sessions import GraphSession, SessionConfig, open_cpu_session
+from edgelmm.runtime.sessions import GraphSession, SessionConfig, open_session
 from edgelmm.runtime.tokenizer import Tokenizer
 from edgelmm.specs import GenerationSpec, GraphRole
 
 MAX_IMAGES_PER_PROMPT = 16
+log = logging.getLogger("edgelmm.runtime")
+_WARNED: set[str] = set()  # provider-fallback warnings already logged in this process
 
 
 @dataclasses.dataclass(slots=True)
@@ -55,51 +62,106 @@ class Result:
 class Pipeline:
     """A loaded bundle. ``generate`` calls are serialised by a lock: one KV cache, one sequence at a time."""
 
-    def __init__(self, root: Path, manifest: Manifest, sessions: dict[GraphRole, GraphSession], load_ms: float) -> None:
+    def __init__(self, root: Path, manifest: Manifest, sessions: dict[GraphRole, GraphSession], load_ms: float,
+                 plan: LoadPlan | None = None) -> None:
         self.root = root
         self.manifest = manifest
         self.sessions = sessions
         self.load_ms = load_ms
+        self.plan = plan
+        """The variant, memory estimate and profile this pipeline was loaded with (None: built by hand)."""
+        self.profile: DeviceProfile | None = plan.profile if plan else None
+        self.max_context = plan.context if plan else manifest.text.max_context
+        """Prompt + generated tokens: the bundle's max context, lowered by the profile's."""
+        self.prefill_chunk = self.profile.prefill_chunk if self.profile else 0
+        """Prompt tokens per decoder call (0: the whole prompt in one call)."""
         self.tokenizer = Tokenizer(safe_path(root, manifest.text.tokenizer_file))
         self.prompts = PromptBuilder(manifest.text, self.tokenizer, has_vision=manifest.has_vision)
-        self.decoder = Decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, manifest.model.hidden_size)
+        self.decoder = Decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, manifest.model.hidden_size,
+                               manifest.positions.rows)
         self._lock = threading.Lock()
+        self.load_peak_rss_mb = peak_rss_mb()
+        """Measured peak RSS once loaded (compare with ``plan.estimate``, which adds KV cache and activations)."""
 
     @classmethod
     def load(
         cls,
         bundle_dir: str | os.PathLike[str],
-        profile: Any = None,
+        profile: DeviceProfile | str | os.PathLike[str] | None = None,
         *,
         threads: int | None = None,
         check_hashes: bool = True,
     ) -> Pipeline:
-        """Verify the bundle (schema, files, sizes, sha256) and only then create one session per graph.
+        """Verify the bundle (schema, files, sizes, sha256), check it fits, and only then create the sessions.
 
-        ``threads``: intra-op threads per session (None: onnxruntime's default). ``profile`` is reserved for
-        device profiles and must be None until they are supported by this runtime.
+        ``profile``: None runs every graph on onnxruntime's CPU provider with its defaults. Otherwise a
+        DeviceProfile, a shipped profile name (``edgelmm.runtime.profile.list_profiles()``) or a YAML path: its
+        providers are tried in order per graph (the one used is in ``res.metrics.providers``, skipped ones in
+        ``provider_fallbacks`` and one logged warning), and the bundle's memory estimate must fit its budget
+        (BudgetError before any session otherwise). ``bundle_dir`` may then also be a directory of variants, one
+        bundle per subdirectory: the best that fits the budget and the precision preference is loaded
+        (``pipe.plan.variant``). ``threads``: intra-op threads per session (default: the profile's, or
+        onnxruntime's).
         """
-        if profile is not None:
-            raise SpecError("device profiles are not supported by this runtime yet; pass profile=None")
         start = time.perf_counter()
-        root = Path(bundle_dir)
-        manifest = load_bundle(root, check_hashes=check_hashes)
-        config = SessionConfig(intra_op_threads=threads or 0)
-        sessions = {role: open_cpu_session(safe_path(root, g.file), config) for role, g in manifest.graphs.items()}
-        return cls(root, manifest, sessions, (time.perf_counter() - start) * 1e3)
+        device = load_profile(profile) if profile is not None else None
+        plan = plan_load(bundle_dir, device)
+        root, manifest = plan.root, plan.manifest
+        verify_files(root, manifest, check_hashes=check_hashes)
+        if plan.variant is not None:
+            log.info("profile '%s': picked variant '%s' of %s; estimate %s", device.name, plan.variant, bundle_dir,
+                     plan.estimate.summary())
+        intra = threads or (device.threads.intra_op if device else 0)
+        config = SessionConfig(intra_op_threads=intra, inter_op_threads=device.threads.inter_op if device else 1)
+        sessions = {}
+        for role, graph in manifest.graphs.items():
+            providers = device.providers_for(role) if device else (ProviderSpec.cpu_default(),)
+            sessions[role] = open_session(safe_path(root, graph.file), config, providers,
+                                          cache_key=manifest.files[graph.file].sha256)
+        _warn_fallbacks(device, sessions)
+        return cls(root, manifest, sessions, (time.perf_counter() - start) * 1e3, plan)
 
     @property
     def providers(self) -> dict[str, str]:
         return {str(role): s.provider for role, s in self.sessions.items()}
 
+    def _load_metrics(self, images: int) -> Metrics:
+        """The per-pipeline part of every result's metrics: providers, fallbacks, variant, memory."""
+        plan = self.plan
+        return Metrics(
+            load_ms=self.load_ms,
+            images=images,
+            providers=self.providers,
+            provider_fallbacks={str(r): list(s.skipped) for r, s in self.sessions.items() if s.skipped},
+            placement={str(r): dict(s.placement) for r, s in self.sessions.items()},
+            profile=self.profile.name if self.profile else "",
+            variant=(plan.variant or "") if plan else "",
+            memory_estimate_mb=plan.estimate.total_mb if plan else 0.0,
+            memory_budget_mb=float(self.profile.memory_budget_mb) if self.profile else 0.0,
+            load_peak_rss_mb=self.load_peak_rss_mb,
+        )
+
     # -- graph calls ------------------------------------------------------------------------------------------
 
-    def encode_images(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Images -> float32 [N, num_image_tokens, hidden]: tower + connector, already in LM embedding space."""
+    def prepare_images(self, images: Sequence[ImageInput]) -> list[ImageTiles]:
+        """Load and preprocess each image into the tiles the vision encoder takes (one unless mode is tiles)."""
         if not self.manifest.has_vision:
             raise InputError("this bundle has no vision encoder")
-        pixels = preprocess(list(images), self.manifest.preprocess)
+        return [prepare(image, self.manifest.preprocess) for image in images]
+
+    def encode_images(self, images: Sequence[ImageInput | ImageTiles]) -> np.ndarray:
+        """Images -> float32 [tiles, num_image_tokens, hidden]: tower + connector, already in LM embedding space.
+
+        Every tile of every image, in prompt order (one tile per image unless the bundle splits images).
+        """
+        tiles = [i if isinstance(i, ImageTiles) else self.prepare_images([i])[0] for i in images]
+        pixels = np.concatenate([t.pixels for t in tiles])
+        graph = self.manifest.graphs[GraphRole.VISION_ENCODER]
         session = self.sessions[GraphRole.VISION_ENCODER].session
+        batch = graph.input("pixel_values").shape[0]
+        if isinstance(batch, int):  # a graph exported for a fixed batch (Qwen2-VL's vision: 1)
+            return np.concatenate([session.run(["image_features"], {"pixel_values": pixels[i : i + batch]})[0]
+                                   for i in range(0, len(pixels), batch)])
         return session.run(["image_features"], {"pixel_values": pixels})[0]
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
@@ -108,11 +170,21 @@ class Pipeline:
         return session.run(["inputs_embeds"], {"input_ids": np.asarray(ids, dtype=np.int64)[None]})[0]
 
     def prompt_embeds(self, prompt: PromptIds, features: np.ndarray | None) -> np.ndarray:
-        """Token embeddings with each image's visual features written into its slots: float32 [1, S, hidden]."""
+        """Token embeddings with each tile's visual features written into its slots: float32 [1, S, hidden]."""
         embeds = self.embed(prompt.ids)
         for i, (start, length) in enumerate(prompt.image_slots):
             embeds[0, start : start + length] = features[i]
         return embeds
+
+    def _prefill(self, embeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Start a new sequence with ``embeds`` float32 [1, S, hidden] at ``positions`` int64 [rows, S],
+        ``prefill_chunk`` tokens per decoder call (activation memory grows with the tokens per call); return the
+        last position's logits float32 [vocab]."""
+        self.decoder.reset()
+        chunk = self.prefill_chunk or embeds.shape[1]
+        for start in range(0, embeds.shape[1], chunk):
+            logits = self.decoder.forward(embeds[:, start : start + chunk], positions[:, start : start + chunk])
+        return logits
 
     # -- generation -------------------------------------------------------------------------------------------
 
@@ -150,19 +222,24 @@ class Pipeline:
     def _generate(
         self, prompt: Any, images: list[ImageInput], spec: GenerationSpec, stream: StreamCallback | None, chat: bool
     ) -> Result:
-        metrics = Metrics(load_ms=self.load_ms, images=len(images), providers=self.providers)
+        metrics = self._load_metrics(len(images))
         t0 = time.perf_counter()
-        ids = self.prompts.build(prompt, len(images), chat=chat)
-        room = self.manifest.text.max_context - len(ids)
+        tiles = self.prepare_images(images) if images else []
+        ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
+        room = self.max_context - len(ids)
+        if room < 1:  # the bundle's own cap is checked by the prompt builder; this is the profile's lower one
+            owner = f"profile '{self.profile.name}'" if self.profile else "this pipeline"
+            raise InputError(f"prompt is {len(ids)} tokens; {owner} allows a context of {self.max_context}"
+                             " (max_context), leaving no room to generate")
         features = None
         if images:
             t1 = time.perf_counter()
-            features = self.encode_images(images)
+            features = self.encode_images(tiles)
             metrics.vision_ms = (time.perf_counter() - t1) * 1e3
         t2 = time.perf_counter()
         metrics.preprocess_ms = (t2 - t0) * 1e3 - metrics.vision_ms
-        self.decoder.reset()
-        first_logits = self.decoder.forward(self.prompt_embeds(ids, features))
+        positions = prompt_positions(self.manifest.positions, len(ids), ids.image_slots)
+        first_logits = self._prefill(self.prompt_embeds(ids, features), positions)
         metrics.prefill_ms = (time.perf_counter() - t2) * 1e3
 
         def step(token: int) -> np.ndarray:
@@ -184,3 +261,14 @@ class Pipeline:
         metrics.generated_tokens = len(loop.token_ids)
         metrics.peak_rss_mb = peak_rss_mb()
         return Result(loop.text, loop.token_ids, metrics, loop.finish_reason, len(ids))
+
+
+def _warn_fallbacks(profile: DeviceProfile | None, sessions: dict[GraphRole, GraphSession]) -> None:
+    """One warning per distinct fallback situation in this process (loading twice does not repeat it)."""
+    moved = [f"{role}: {'; '.join(s.skipped)} -> running on {s.provider}" for role, s in sessions.items() if s.skipped]
+    if not moved:
+        return
+    message = f"profile '{profile.name if profile else '-'}' fell back: " + " | ".join(moved)
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)

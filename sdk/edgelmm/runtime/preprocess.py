@@ -7,7 +7,9 @@ transformers' ``convert_to_rgb`` does (alpha composited over white). Animated im
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -21,6 +23,7 @@ from edgelmm.runtime.manifest import PreprocessSpec
 
 MAX_IMAGE_PIXELS = 64 * 2**20  # 64 Mpx: above any phone camera, far below what exhausts a phone's memory
 MAX_IMAGE_FILE_BYTES = 64 * 2**20
+MAX_RESIZED_SIDE = 4096  # transformers' Idefics3 MAX_IMAGE_SIZE: no resized side exceeds it
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -131,36 +134,108 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def resize(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
-    """Resize (and crop) an RGB image to spec.image_size, as the transformers PIL image processors do."""
+    """Resize (and crop) an RGB image to spec.image_size, as the transformers PIL image processors do.
+
+    Not for mode tiles, which makes several tiles of one image (see :func:`split_tiles`).
+    """
     height, width = spec.image_size
     resample = _RESAMPLE[spec.resize]
     if spec.mode == "squash":
-        return image if image.size == (width, height) else image.resize((width, height), resample=resample)
+        return image.resize((width, height), resample=resample)
+    if spec.mode == "longest-edge-squash":
+        return _longest_edge(image, spec).resize((width, height), resample=resample)
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = spec.shortest_edge, int(spec.shortest_edge * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), resample=resample)
+    image = image.resize((new_w, new_h), resample=resample)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     return image.crop((left, top, left + width, top + height))
 
 
+def _longest_edge(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """Long side to spec.longest_edge keeping aspect, the other side rounded up to even (and <= 4096), as
+    transformers' Idefics3 / SmolVLM image processors do (upscaling included)."""
+    w, h = image.size
+    aspect = w / h
+    if w >= h:
+        w, h = spec.longest_edge, int(spec.longest_edge / aspect)
+        h += h % 2
+    else:
+        h, w = spec.longest_edge, int(spec.longest_edge * aspect)
+        w += w % 2
+    h, w = max(h, 1), max(w, 1)
+    if w >= h and w > MAX_RESIZED_SIDE:
+        w, h = MAX_RESIZED_SIDE, int(MAX_RESIZED_SIDE / (w / h))
+    elif h > w and h > MAX_RESIZED_SIDE:
+        h, w = MAX_RESIZED_SIDE, int(MAX_RESIZED_SIDE * (w / h))
+    return image.resize((max(w, 1), max(h, 1)), resample=_RESAMPLE[spec.resize])
+
+
+def split_tiles(image: Image.Image, spec: PreprocessSpec) -> tuple[list[Image.Image], tuple[int, int]]:
+    """Mode tiles (Idefics3 / SmolVLM image splitting): tiles row by row, then the whole image as one more tile.
+
+    The long side goes to spec.longest_edge, both sides up to multiples of the tile size, the result is cut into
+    (rows x cols) tiles and also squashed into one overview tile. Returns the tiles and (rows, cols); an image
+    that fits one tile is returned alone with grid (0, 0), as transformers does.
+    """
+    tile = spec.image_size[0]
+    resample = _RESAMPLE[spec.resize]
+    image = _longest_edge(image, spec)
+    w, h = image.size
+    aspect = w / h
+    if w >= h:
+        w = math.ceil(w / tile) * tile
+        h = math.ceil(int(w / aspect) / tile) * tile
+    else:
+        h = math.ceil(h / tile) * tile
+        w = math.ceil(int(h * aspect) / tile) * tile
+    image = image.resize((w, h), resample=resample)
+    if w <= tile and h <= tile:
+        return [image], (0, 0)
+    rows, cols = h // tile, w // tile
+    tiles = [image.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)) for r in range(rows) for c in range(cols)]
+    return [*tiles, image.resize((tile, tile), resample=resample)], (rows, cols)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImageTiles:
+    """One preprocessed image: the tiles the vision encoder sees, in prompt order."""
+
+    pixels: np.ndarray
+    """float32 [tiles, 3, H, W] (NCHW; [tiles, H, W, 3] for NHWC), normalised as the manifest says."""
+    grid: tuple[int, int]
+    """(rows, cols) of a split image (its last tile is the overview); (0, 0) for a single tile."""
+
+
+def prepare(source: ImageInput, spec: PreprocessSpec) -> ImageTiles:
+    """Load one image and turn it into the vision encoder's input tiles."""
+    image = load_image(source)
+    if spec.mode == "tiles":
+        frames, grid = split_tiles(image, spec)
+    else:
+        frames, grid = [resize(image, spec)], (0, 0)
+    return ImageTiles(_normalise(frames, spec), grid)
+
+
 def preprocess(images: list[ImageInput], spec: PreprocessSpec) -> np.ndarray:
-    """Images -> pixel_values.
+    """Images -> pixel_values: every tile of every image, in order.
 
     Returns float32 [N, 3, H, W] (NCHW, or [N, H, W, 3] if spec.layout is NHWC) in spec.channel_order, values
     ``(pixel * rescale_factor - mean) / std``, i.e. within ``spec.value_range`` ([-1, 1] for SigLIP's 0.5/0.5).
-    Resizing follows spec.mode on the 8-bit image, as the transformers PIL backends do (see :func:`resize`).
+    N is the number of images except in mode tiles. Resizing follows spec.mode on the 8-bit image, as the
+    transformers PIL backends do (see :func:`resize`).
     """
+    return np.concatenate([prepare(source, spec).pixels for source in images]) if images else _normalise([], spec)
+
+
+def _normalise(frames: list[Image.Image], spec: PreprocessSpec) -> np.ndarray:
     height, width = spec.image_size
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
-    out = np.empty((len(images), height, width, 3), dtype=np.float32)
-    for i, source in enumerate(images):
-        image = resize(load_image(source), spec)
-        array = np.asarray(image, dtype=np.float32)
-        out[i] = (array * np.float32(spec.rescale_factor) - mean) / std
+    out = np.empty((len(frames), height, width, 3), dtype=np.float32)
+    for i, image in enumerate(frames):
+        out[i] = (np.asarray(image, dtype=np.float32) * np.float32(spec.rescale_factor) - mean) / std
     if spec.channel_order == "BGR":
         out = out[..., ::-1]
     if spec.layout == "NCHW":

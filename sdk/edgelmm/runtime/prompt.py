@@ -2,8 +2,9 @@
 
 The template is rendered with every message's text replaced by a random sentinel, then the output is split: template
 text is tokenized with special tokens parsed, user text (the sentinels) with special tokens escaped, and each image
-placeholder the *template* emitted becomes ``num_image_tokens`` slots. So text that contains ``<image>`` or
-``<|im_end|>`` literally can neither create image slots nor shift them (prompt injection of special tokens).
+placeholder the *template* emitted is expanded by the manifest's ``text.image_prompt`` recipe into runs of
+``num_image_tokens`` slots (one run per tile; Idefics3 adds tile tags around them). So text that contains ``<image>``
+or ``<|im_end|>`` literally can neither create image slots nor shift them (prompt injection of special tokens).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import datetime
 import json
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edgelmm.errors import InputError
-from edgelmm.runtime.manifest import TextSpec
+from edgelmm.runtime.manifest import ImagePromptSpec, TextSpec
 from edgelmm.runtime.tokenizer import Tokenizer
 
 MAX_PROMPT_CHARS = 1_000_000  # refuse before tokenizing: megabytes of text cannot fit any context we export
@@ -37,7 +38,8 @@ class PromptIds:
 
     ids: np.ndarray
     image_slots: tuple[tuple[int, int], ...]
-    """(start, length) of each image's visual tokens in ``ids``, in image order."""
+    """(start, length) of each run of visual tokens in ``ids``: one per tile, tiles of each image in order (one
+    run per image unless the bundle splits images into tiles)."""
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -69,12 +71,14 @@ class PromptBuilder:
         self.has_vision = has_vision
         self._template = _environment().from_string(text.chat_template) if text.chat_template else None
 
-    def build(self, prompt: str | Sequence[Message], n_images: int = 0, *, chat: bool = True) -> PromptIds:
+    def build(self, prompt: str | Sequence[Message], n_images: int = 0, *, chat: bool = True,
+              grids: Sequence[tuple[int, int]] | None = None) -> PromptIds:
         """Tokenize ``prompt`` with ``n_images`` images.
 
         A string prompt becomes one user message with the images first (LLaVA's ``<image>\\n{prompt}``). A message
         list places images where its ``{"type": "image"}`` parts are. ``chat=False`` skips the template: image
-        slots, then the raw text. Raises InputError on bad messages, placeholder/image count mismatch or a prompt
+        slots, then the raw text. ``grids`` gives each image's (rows, cols) of tiles (see preprocess.ImageTiles;
+        default (0, 0): one tile). Raises InputError on bad messages, placeholder/image count mismatch or a prompt
         that does not fit ``max_context``.
         """
         if n_images and not self.has_vision:
@@ -87,9 +91,13 @@ class PromptBuilder:
         else:
             messages = self._normalise(prompt, n_images)
             pieces = self._render(messages)
-        ids, slots = self._tokenize(pieces)
-        if len(slots) != n_images:
-            raise InputError(f"prompt has {len(slots)} image placeholder(s) but {n_images} image(s) were given")
+        placeholders = sum(kind == "image" for kind, _ in pieces)
+        if placeholders != n_images:
+            raise InputError(f"prompt has {placeholders} image placeholder(s) but {n_images} image(s) were given")
+        grids = list(grids) if grids is not None else [(0, 0)] * n_images
+        if len(grids) != n_images:
+            raise InputError(f"{len(grids)} tile grid(s) given for {n_images} image(s)")
+        ids, slots = self._tokenize(pieces, iter(grids))
         if len(ids) >= self.text.max_context:
             raise InputError(
                 f"prompt is {len(ids)} tokens ({len(slots)} image(s) x {self.text.num_image_tokens} visual tokens"
@@ -182,7 +190,8 @@ class PromptBuilder:
             pieces.append(("template", rendered[pos:]))
         return pieces
 
-    def _tokenize(self, pieces: list[tuple[str, Any]]) -> tuple[list[int], list[tuple[int, int]]]:
+    def _tokenize(self, pieces: list[tuple[str, Any]], grids: Iterator[tuple[int, int]]
+                  ) -> tuple[list[int], list[tuple[int, int]]]:
         ids: list[int] = []
         slots: list[tuple[int, int]] = []
         n = self.text.num_image_tokens
@@ -192,9 +201,38 @@ class PromptBuilder:
             elif kind == "user":
                 ids += self.tokenizer.encode_untrusted(value)
             else:
-                slots.append((len(ids), n))
-                ids += [int(self.text.image_token_id)] * n
+                for text in expand_image(self.text.image_prompt, next(grids)):
+                    if text is None:
+                        slots.append((len(ids), n))
+                        ids += [int(self.text.image_token_id)] * n
+                    elif text:
+                        ids += self.tokenizer.encode_trusted(text)
         return ids, slots
+
+
+def expand_image(recipe: ImagePromptSpec, grid: tuple[int, int]) -> list[str | None]:
+    """The text one image placeholder becomes: template-text pieces, with None for each tile's run of image slots.
+
+    ``grid`` is (rows, cols) of a split image, (0, 0) for a single tile. Pieces are joined before they are split at
+    the slots, so text between tiles (Idefics3's row ends + overview, ``"\\n\\n"``) tokenizes as transformers does.
+    """
+    rows, cols = grid
+    if rows == cols == 0:
+        text = recipe.single
+    elif not recipe.tile:
+        raise InputError(f"this bundle encodes an image as one tile; got a {rows}x{cols} grid")
+    else:
+        parts = []
+        for r in range(1, rows + 1):
+            parts += [recipe.tile.replace("{row}", str(r)).replace("{col}", str(c)) for c in range(1, cols + 1)]
+            parts.append(recipe.row_end)
+        text = "".join(parts) + recipe.overview
+    out: list[str | None] = []
+    for i, piece in enumerate(text.split("{image}")):
+        if i:
+            out.append(None)
+        out.append(piece)
+    return out
 
 
 def _check_size(text: str) -> None:

@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors tensors + a JSON meta file, written atomically. No pickle, ever.
+"""Checkpoints: safetensors tensors + a JSON meta file, written atomically. Nothing is ever unpickled.
 
 A checkpoint is a directory::
 
