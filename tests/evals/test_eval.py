@@ -72,3 +72,29 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path):
     assert main(["eval", "--bundle", str(tmp_path), "--task", "shapes"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("edgelmm: error:")
+
+
+def test_perplexity_is_exp_of_the_lm_loss_and_a_llava_scores_text_like_its_lm(tiny_llava, tiny_lm):
+    import math
+
+    import torch
+
+    from edgelmm.evals.perplexity import perplexity, text_set
+
+    texts = text_set()
+    assert len(texts) == 5 and all(len(t) > 500 for t in texts)
+    ids = tiny_lm.tokenizer(texts[0], add_special_tokens=False, return_tensors="pt")["input_ids"][:, :64]
+    with torch.no_grad():
+        expected = math.exp(float(tiny_lm.model(input_ids=ids, labels=ids).loss))
+    assert perplexity(tiny_lm, texts[:1], max_tokens=64).value == pytest.approx(expected, rel=1e-4)
+    # tiny-random is built on tiny-random-lm: text alone goes through the same LM weights.
+    assert perplexity(tiny_llava, texts, max_tokens=64).nll == pytest.approx(
+        perplexity(tiny_lm, texts, max_tokens=64).nll, rel=1e-5)
+
+
+def test_eval_perplexity_cli_compares_with_the_base_lm(tiny_run, capsys):
+    assert main(["eval", "--model", str(tiny_run), "--perplexity", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["base"] == "tiny-random-lm" and report["tokens"] > 1000
+    assert report["rise"] == pytest.approx(report["perplexity"] / report["base_perplexity"] - 1, abs=1e-3)
+    assert main(["eval", "--bundle", "x", "--perplexity"]) == 2

@@ -5,6 +5,7 @@ examples:
   edgelmm eval --model smol-vqa --task digits --json
   edgelmm eval --model runs/imp --task shapes-compositional
   edgelmm eval --prior --task shapes          # the image-blind answer prior (most frequent answer per question)
+  edgelmm eval --model runs/imp --perplexity  # text perplexity vs the base LM (did training keep the LM's text?)
   edgelmm eval --list
 """
 
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="bundles: onnxruntime intra-op threads")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
     p.add_argument("--list", action="store_true", help="print the task names and exit")
+    p.add_argument("--perplexity", action="store_true",
+                   help="instead of a task: text perplexity of --model's LM vs its base LM (evals/perplexity.py)")
+    p.add_argument("--base", default=None, help="with --perplexity: the registry LM to compare with "
+                                                "(default: the model's base LM)")
     return p
 
 
@@ -42,6 +47,8 @@ def main(argv: Sequence[str]) -> int:
         for name, task in TASKS.items():
             print(f"{name:<22}  {task.description}")
         return 0
+    if args.perplexity:
+        return _perplexity(args)
     if not args.task or not (args.model or args.bundle or args.prior):
         parser.error("--task and one of --model, --bundle, --prior are required (or --list)")
     from edgelmm.evals.runner import BundleAnswerer, PriorAnswerer, evaluate
@@ -62,4 +69,31 @@ def main(argv: Sequence[str]) -> int:
     report = evaluate(answerer, args.task, split=args.split, n=args.n, batch_size=args.batch_size,
                       progress=sys.stderr.isatty() and not args.json)
     print(json.dumps(report.to_dict()) if args.json else report.summary())
+    return 0
+
+
+def _perplexity(args: argparse.Namespace) -> int:
+    from edgelmm.errors import SpecError
+
+    if not args.model:
+        raise SpecError("--perplexity needs --model (a torch model: registry name or weights directory)")
+    from edgelmm._extras import require
+
+    require("torch", "train")
+    from edgelmm.evals.perplexity import perplexity
+    from edgelmm.evals.torch_answerer import base_lm_of, load_model
+    from edgelmm.models.registry import build_model
+
+    base = args.base or base_lm_of(args.model)
+    if base is None:
+        raise SpecError(f"'{args.model}' names no base LM; pass --base NAME (a registry LM)")
+    trained, reference = perplexity(load_model(args.model)), perplexity(build_model(base))
+    rise = trained.value / reference.value - 1
+    if args.json:
+        print(json.dumps({"model": trained.model, "perplexity": round(trained.value, 4), "base": reference.model,
+                          "base_perplexity": round(reference.value, 4), "rise": round(rise, 4),
+                          "tokens": trained.tokens}))
+    else:
+        print(f"text perplexity {trained.model}: {trained.value:.3f}  {reference.model}: {reference.value:.3f}  "
+              f"({rise:+.1%}, {trained.tokens} tokens)")
     return 0

@@ -30,6 +30,19 @@ def load_model(spec: str) -> LoadedModel:
     return build_model(spec)
 
 
+def base_lm_of(spec: str) -> str | None:
+    """The registry LM a model is built on: from a weights directory's meta.json, or the registry entry."""
+    from edgelmm.models.registry import MODELS
+    from edgelmm.models.weights import is_weights_dir, read_meta
+
+    path = Path(spec)
+    for directory in (path / "model", path):
+        if is_weights_dir(directory):
+            return read_meta(directory)["base_lm"]
+    entry = MODELS.get(spec)
+    return entry.base_lm if entry else None
+
+
 class TorchAnswerer:
     """Greedy answers from a LoadedModel; a causal LM (no vision) answers the question alone (image-blind)."""
 

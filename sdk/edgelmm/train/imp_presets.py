@@ -30,7 +30,7 @@ LORA_SPEC = LoraSpec(r=16, alpha=32)
 
 
 def full() -> RecipeSpec:
-    """The recipe that produced the shipped smol-vqa weights (see docs/training.md for its figures)."""
+    """The recipe for smol-vqa's trained weights (at this scale it does not yet reach the targets: docs/training.md)."""
     return RecipeSpec(
         name="imp",
         base_model="smol-vqa-init",
