@@ -13,7 +13,6 @@ LoRA delta into its Linear (W += alpha / r * B @ A), so the result is a plain ``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,10 @@ def is_weights_dir(directory: Path) -> bool:
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / "meta.json"
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"'{directory}' holds no trained weights: meta.json is missing") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"'{path}' cannot be read: {exc}") from None
-    if meta.get("format") != FORMAT or meta.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"'{path}' is not {FORMAT} v{SCHEMA_VERSION} (format {meta.get('format')!r}, "
-                          f"schema_version {meta.get('schema_version')!r})")
-    return meta
+    from edgelmm.meta_json import read_versioned
+
+    return read_versioned(Path(directory) / "meta.json", fmt=FORMAT, version=SCHEMA_VERSION, what="trained weights",
+                          missing=f"'{directory}' holds no trained weights: meta.json is missing")
 
 
 def load_weights(directory: str | Path, *, name: str | None = None) -> LoadedModel:

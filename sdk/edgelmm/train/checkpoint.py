@@ -68,17 +68,10 @@ def _publish(tmp: Path, target: Path) -> None:
 
 
 def load_meta(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / META
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"'{directory}' is not a checkpoint: {META} is missing") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"'{path}' cannot be read: {exc}") from None
-    if meta.get("format") != FORMAT or meta.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"'{path}' is not a training checkpoint this edgelmm reads ({FORMAT} v{SCHEMA_VERSION}); "
-                          f"got format {meta.get('format')!r} v{meta.get('schema_version')!r}")
-    return meta
+    from edgelmm.meta_json import read_versioned
+
+    return read_versioned(Path(directory) / META, fmt=FORMAT, version=SCHEMA_VERSION, what="a training checkpoint",
+                          missing=f"'{directory}' is not a checkpoint: {META} is missing")
 
 
 def load(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -110,14 +110,11 @@ def _read_config(path: Path) -> Any:
 
 def _resume_meta(run: Path) -> dict[str, Any]:
     from edgelmm.errors import BundleError
+    from edgelmm.meta_json import read_versioned
 
     path = run / "checkpoint" / "meta.json"
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"nothing to resume in '{run}': {path} is missing") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"'{path}' cannot be read: {exc}") from None
+    meta = read_versioned(path, fmt=None, version=None, what="a training checkpoint",
+                          missing=f"nothing to resume in '{run}': {path} is missing")
     if "spec" not in meta:
         raise BundleError(f"'{path}' is not a training checkpoint of edgelmm train")
     return meta
