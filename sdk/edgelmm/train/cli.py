@@ -2,7 +2,7 @@
 
 examples:
   edgelmm train --recipe imp --dry-run                 # print the stages (no torch imported)
-  edgelmm train --recipe imp --quick --out runs/quick  # a <= 3 min run of every stage
+  edgelmm train --recipe imp --quick --out runs/quick  # a few steps of every stage (smoke run)
   edgelmm train --recipe imp --out runs/imp            # the full recipe that made the shipped smol-vqa
   edgelmm train --resume runs/imp                      # continue an interrupted run (Ctrl-C checkpoints first)
   torchrun --nproc-per-node 2 -m edgelmm train --recipe imp --out runs/imp   # DDP: gloo on CPU, nccl on GPU

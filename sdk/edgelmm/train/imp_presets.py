@@ -1,7 +1,7 @@
 """The imp recipe's stages as data (torch-free: `edgelmm train --recipe imp --dry-run` prints them).
 
-    edgelmm train --recipe imp --out runs/imp              # the full recipe (<= 60 min on 2 CPU cores)
-    edgelmm train --recipe imp --quick --out runs/quick    # a <= 3 min smoke run of every stage
+    edgelmm train --recipe imp --out runs/imp              # the full recipe (sized for <= 60 min, untimed)
+    edgelmm train --recipe imp --quick --out runs/quick    # a smoke run of every stage (sized for ~3 min)
     torchrun --nproc-per-node 2 -m edgelmm train --recipe imp --out runs/imp   # DDP (gloo on CPU, nccl on GPU)
 
 Stage 0 trains our own SigLIP-architecture tower (no pretrained tower can be downloaded here) with SigLIP's
@@ -75,7 +75,8 @@ def full() -> RecipeSpec:
 
 
 def quick() -> RecipeSpec:
-    """Every stage for a few steps: a smoke run for tests and first-time users (<= 3 min; accuracy far below full)."""
+    """Every stage for a few steps: a smoke run for tests and first-time users (sized for ~3 min on 2 idle cores;
+    accuracy far below the full preset)."""
     spec = full()
     steps = {"vision-pretrain": (120, 32), "align": (8, 8), "instruct": (45, 8)}
     stages = tuple(_resize(s, *steps[s.name]) for s in spec.stages)
