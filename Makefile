@@ -8,7 +8,7 @@ export EDGELMM_CACHE := $(CURDIR)/.cache/edgelmm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test demo demo-ui clean
+.PHONY: venv test demo demo-ui clean arm-check fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ demo: $(STAMP)
 demo-ui: $(STAMP)
 	@test -f bundles/smol-vqa/manifest.json || $(PY) -m edgelmm export --model smol-vqa --out bundles/smol-vqa
 	$(PY) -m edgelmm demo --bundle bundles/smol-vqa
+
+# Not part of `make test`: the linux-aarch64 kit on an emulated ARM64 Debian (qemu-user, needs root), token for
+# token against x86. Heavy parts run nice'd. See runtimes/linux-aarch64/README.md.
+arm-check: $(STAMP)
+	PYTHON=$(CURDIR)/$(PY) nice -n 19 runtimes/linux-aarch64/arm_check.sh
+
+fuzz: $(STAMP)  # 10,000 generated cases per loader; the table in docs/reliability.md
+	nice -n 19 $(PY) -m edgelmm.testing.fuzz
 
 clean:
 	rm -rf $(VENV) .cache bundles .pytest_cache

@@ -136,3 +136,32 @@ def test_real_exit_codes_in_a_subprocess(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("edgelmm: error: bundle directory")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["run", "--prompt"], r"edgelmm run: argument --prompt: expected one argument \(see `edgelmm run --help`\)"),
+        (["run", "--bundle", "b"], "--prompt is required"),
+        (["run", "--bundle", "b", "--prompt", "p", "--max-new-tokens", "nan"], "invalid int value: 'nan'"),
+        (["run", "--bundle", "b", "--prompt", "p", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_run_usage_errors_are_one_line(capsys, argv, pattern):
+    code, out, err = run_cli(capsys, *argv)
+    assert_bad_input(code, err, pattern)  # argparse alone prints the usage block and calls sys.exit itself
+
+
+def test_run_refuses_undecodable_prompt_bytes_and_empty_raw_prompts(capsys, tiny_lm_bundle):
+    code, _, err = run_cli(capsys, "run", "--bundle", str(tiny_lm_bundle), "--prompt", "caf\udce9")  # latin-1 é
+    assert_bad_input(code, err, r"prompt text is not valid UTF-8 \(byte 0xe9 at character 3\)")
+    code, _, err = run_cli(capsys, "run", "--bundle", str(tiny_lm_bundle), "--prompt", "", "--raw")
+    assert_bad_input(code, err, "prompt is empty")  # reached onnxruntime as a 0-token prefill before
+    code, _, err = run_cli(capsys, "run", "--bundle", str(tiny_lm_bundle), "--prompt", "x", "--seed", "-1")
+    assert_bad_input(code, err, "seed must be >= 0")
+
+
+def test_error_messages_never_carry_control_characters(capsys, tmp_path):
+    evil = tmp_path / "a\x1b[2Jb\nc.png"  # a file name that would clear the terminal and forge a second line
+    code, _, err = run_cli(capsys, "run", "--bundle", str(evil), "--prompt", "x")
+    assert_bad_input(code, err, r"a\\x1b\[2Jb c\.png")

@@ -49,3 +49,17 @@ def test_lookup_lists_valid_names_and_suggests():
     with pytest.raises(UnknownNameError) as err:
         lookup({"smol-vqa": 1, "tiny-random": 2}, "smol-vq", what="model")
     assert str(err.value) == "unknown model 'smol-vq'; valid: smol-vqa, tiny-random; did you mean 'smol-vqa'?"
+
+
+def test_generation_spec_checks_types_from_python_callers_too():
+    import numpy as np
+
+    spec = GenerationSpec(max_new_tokens=np.int64(3), temperature=np.float32(0.5), stop=["a"], seed=np.int32(7))
+    assert (spec.max_new_tokens, spec.temperature, spec.stop, spec.seed) == (3, 0.5, ("a",), 7)
+    assert type(spec.max_new_tokens) is int and type(spec.temperature) is float
+    for bad, message in ((dict(temperature="hot"), "temperature must be a number, got 'hot'"),
+                         (dict(top_k=True), "top_k must be an integer, got True"),
+                         (dict(seed=0.5), "seed must be an integer"), (dict(seed=-1), "seed must be >= 0"),
+                         (dict(stop=[None]), "stop must be a list of strings")):
+        with pytest.raises(SpecError, match=message):
+            GenerationSpec(**bad)

@@ -6,6 +6,17 @@ Only ``edgelmm.cli`` turns these into exit codes: 2 for bad input (``InputLikeEr
 
 from __future__ import annotations
 
+_BLANKS = str.maketrans({c: " " for c in "\t\n\v\f\r"})
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: whitespace controls become spaces; other unprintable characters (NUL,
+    escape sequences, lone surrogates from undecodable file names, U+2028...) are shown escaped, never emitted."""
+    text = text.translate(_BLANKS)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
 
 class EdgelmmError(Exception):
     """Base of every error edgelmm raises on purpose."""
@@ -13,7 +24,7 @@ class EdgelmmError(Exception):
     exit_code: int = 1
 
     def __str__(self) -> str:  # KeyError subclasses would otherwise quote the message
-        return " ".join(str(a) for a in self.args).replace("\n", " ")
+        return one_line(" ".join(str(a) for a in self.args))
 
 
 class BadInputError(EdgelmmError):
@@ -56,6 +67,10 @@ class BudgetError(BadInputError):
 
 class ProviderError(EdgelmmError):
     """No execution provider in the fallback list could run a graph."""
+
+
+class GraphRunError(EdgelmmError):
+    """onnxruntime failed while running a verified graph (a bundle whose graph breaks on valid inputs): exit 1."""
 
 
 class ExportError(EdgelmmError):

@@ -10,6 +10,8 @@ import dataclasses
 import difflib
 import enum
 import math
+import numbers
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -18,6 +20,8 @@ from typing import Any, TypeVar
 from edgelmm.errors import SpecError
 
 T = TypeVar("T")
+MAX_PROBLEMS = 12
+"""A message lists this many problems and counts the rest (a list of a million wrong items makes one line)."""
 
 SPEC = dict(frozen=True, slots=True, kw_only=True)
 
@@ -77,9 +81,22 @@ class GenerationSpec:
     """Stop strings: generation ends when the text contains one; the text is cut before it."""
     seed: int | None = None
     """Seed for sampling; None draws one from the OS."""
+    ignore_eos: bool = False
+    """Never choose an eos id (their logits are masked), so exactly max_new_tokens come out unless a stop string
+    or the context ends it. For benchmarks (llama.cpp's ``--ignore-eos``), not for answers."""
 
     def __post_init__(self) -> None:
-        problems = []
+        # Options also arrive as Python keyword arguments (dataclasses.replace skips from_dict): check types first.
+        problems = _coerce(self, int, ("max_new_tokens", "top_k")) + _coerce(
+            self, float, ("temperature", "top_p", "repetition_penalty"))
+        if self.seed is not None:
+            problems += _coerce(self, int, ("seed",))
+        if isinstance(self.stop, list):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) for s in self.stop):
+            problems.append(f"stop must be a list of strings, got {_short(self.stop)}")
+        if problems:
+            raise SpecError("invalid generation options: " + "; ".join(problems))
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
@@ -92,12 +109,37 @@ class GenerationSpec:
             problems.append(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty}")
         if any(not s for s in self.stop):
             problems.append("stop strings must not be empty")
+        if self.seed is not None and self.seed < 0:
+            problems.append(f"seed must be >= 0, got {self.seed}")
         if problems:
             raise SpecError("invalid generation options: " + "; ".join(problems))
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 60, 60
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 4
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a hostile value (a YAML alias bomb, a 10 MB string) must not be rendered whole."""
+    return _REPR.repr(value)[:80]
+
+
+def _coerce(spec: Any, kind: type, names: tuple[str, ...]) -> list[str]:
+    """Normalise numeric fields of a frozen spec to plain int/float (numpy scalars included); report wrong types."""
+    problems = []
+    for name in names:
+        value = getattr(spec, name)
+        wanted = numbers.Integral if kind is int else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            problems.append(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r:.40}")
+        else:
+            object.__setattr__(spec, name, kind(value))
+    return problems
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -115,7 +157,9 @@ def from_dict(cls: type[T], data: Any, *, where: str = "") -> T:
     value = _convert(cls, data, "", problems)
     if problems:
         prefix = f"{where}: " if where else ""
-        raise SpecError(f"{prefix}{len(problems)} problem(s): " + "; ".join(problems))
+        more = len(problems) - MAX_PROBLEMS
+        shown = problems[:MAX_PROBLEMS] + ([f"... and {more} more"] if more > 0 else [])
+        raise SpecError(f"{prefix}{len(problems)} problem(s): " + "; ".join(shown))
     return value
 
 
@@ -135,7 +179,8 @@ def to_dict(spec: Any) -> Any:
 def _path(parent: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{parent}[{key}]"
-    return f"{parent}.{key}" if parent else str(key)
+    key = str(key)[:40]
+    return f"{parent}.{key}" if parent else key
 
 
 def _type_name(tp: Any) -> str:
@@ -163,12 +208,12 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:  # noq
             out = _convert(arg, value, path, trial)
             if not trial:
                 return out
-        problems.append(f"{label}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r:.60}")
+        problems.append(f"{label}: expected {' or '.join(_type_name(a) for a in args)}, got {_short(value)}")
         return None
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            problems.append(f"{label}: {value!r:.60} is not allowed; valid: {', '.join(map(repr, allowed))}")
+            problems.append(f"{label}: {_short(value)} is not allowed; valid: {', '.join(map(repr, allowed))}")
         return value
     if origin in (tuple, list):
         args = typing.get_args(tp)
@@ -198,26 +243,26 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:  # noq
             return tp(value)
         except (ValueError, TypeError):
             valid = ", ".join(str(m.value) for m in tp)
-            close = difflib.get_close_matches(str(value), [str(m.value) for m in tp], n=1)
+            close = difflib.get_close_matches(_short(value).strip("'"), [str(m.value) for m in tp], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            problems.append(f"{label}: {value!r:.60} is not valid; valid: {valid}{hint}")
+            problems.append(f"{label}: {_short(value)} is not valid; valid: {valid}{hint}")
             return None
     if tp is bool:
         if not isinstance(value, bool):
-            problems.append(f"{label}: expected true/false, got {value!r:.60}")
+            problems.append(f"{label}: expected true/false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{label}: expected an integer, got {value!r:.60}")
+            problems.append(f"{label}: expected an integer, got {_short(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(f"{label}: expected a number, got {value!r:.60}")
+            problems.append(f"{label}: expected a number, got {_short(value)}")
             return value
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            problems.append(f"{label}: expected a string, got {value!r:.60}")
+            problems.append(f"{label}: expected a string, got {_short(value)}")
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
         problems.append(f"{label}: expected {_type_name(tp)}, got {type(value).__name__}")

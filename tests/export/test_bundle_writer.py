@@ -1,9 +1,5 @@
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -14,6 +10,7 @@ from edgelmm.export.graphs import TRACE_BATCH, TRACE_PAST, TRACE_SEQ
 from edgelmm.export.validate import DECODER_CASES
 from edgelmm.runtime import Pipeline
 from edgelmm.runtime.manifest import MANIFEST_NAME, load_bundle
+from edgelmm.testing.kill import sigkill_when
 
 
 def test_validation_shapes_differ_from_trace_shapes():
@@ -61,16 +58,8 @@ def test_sigkill_mid_export_keeps_previous_bundle(tiny_lm, tiny_lm_bundle, tmp_p
     out = tmp_path / "b"
     shutil.copytree(tiny_lm_bundle, out)
     before = json.loads((out / MANIFEST_NAME).read_text())
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgelmm", "export", "--model", "tiny-random-lm", "--out", str(out), "--force"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(p.glob("*.onnx") for p in tmp_path.glob(".b.partial-*")):
-        time.sleep(0.05)
-    assert proc.poll() is None, "export finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill_when([sys.executable, "-m", "edgelmm", "export", "--model", "tiny-random-lm", "--out", str(out), "--force"],
+                 lambda: any(p.glob("*.onnx") for p in tmp_path.glob(".b.partial-*")))
     assert json.loads((out / MANIFEST_NAME).read_text()) == before
     load_bundle(out)
     partials = list(tmp_path.glob(".b.partial-*"))

@@ -111,3 +111,20 @@ def test_manifest_with_unknown_key_and_bad_json(bundle_copy):
     (bundle_copy / MANIFEST_NAME).write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         read_manifest(bundle_copy)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("validation", {"cases": ["\udb66\udeda"]}, "lone surrogate"),  # JSON would rejoin the halves into one char
+        ("validation", {"max_abs_diff": float("nan")}, "nan is not a finite number"),  # NaN != NaN after a reload
+        ("provenance", {"\ud800": 1}, "lone surrogate"),
+    ],
+)
+def test_free_form_fields_from_python_dicts_are_json_clean(tiny_bundle, field, value, message):
+    """The fuzzer found main accepting these through parse_manifest (the dict path, not strict_json's bytes path):
+    the accepted manifest then changed on to_dict -> JSON -> parse."""
+    data = to_dict(read_manifest(tiny_bundle))
+    data[field] = value
+    with pytest.raises(BundleError, match=message):
+        parse_manifest(data)

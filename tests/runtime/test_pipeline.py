@@ -1,5 +1,7 @@
+import dataclasses
 import threading
 
+import numpy as np
 import pytest
 
 from edgelmm.errors import InputError, SpecError
@@ -77,3 +79,105 @@ def test_concurrent_generate_calls_are_serialised(pipe):
     for t in threads:
         t.join()
     assert not errors and results == [expected] * 4
+
+
+def test_ignore_eos_generates_exactly_max_new_tokens(tiny_bundle):
+    pipe = Pipeline.load(tiny_bundle)  # its own pipeline: the manifest is edited below
+    first = pipe.generate("hello", max_new_tokens=6).token_ids[0]
+    pipe.manifest = dataclasses.replace(pipe.manifest,
+                                        text=dataclasses.replace(pipe.manifest.text, eos_token_ids=(first,)))
+    stopped = pipe.generate("hello", max_new_tokens=6)
+    assert stopped.finish_reason == "eos" and stopped.token_ids == [first]
+    forced = pipe.generate("hello", max_new_tokens=6, ignore_eos=True)
+    assert forced.finish_reason == "length" and len(forced.token_ids) == 6 and first not in forced.token_ids
+
+
+def test_generate_ids_matches_generate(pipe):
+    ids = pipe.prompts.build("What is this?")
+    a = pipe.generate("What is this?", max_new_tokens=6)
+    b = pipe.generate_ids(ids.ids.tolist(), max_new_tokens=6)
+    assert a.token_ids == b.token_ids and a.prompt_tokens == b.prompt_tokens == len(ids)
+
+
+@pytest.mark.parametrize(
+    ("ids", "pattern"),
+    [([], "1 <= length < 512"), ([[1, 2]], "1-D ints"), ([0.5], "1-D ints"), ([1, 10**6], "must lie in \\[0, ")],
+)
+def test_generate_ids_refuses_bad_ids(pipe, ids, pattern):
+    with pytest.raises(InputError, match=pattern):
+        pipe.generate_ids(ids, max_new_tokens=2)
+
+
+def test_concurrent_mixed_calls_each_get_their_serial_result(pipe, sample_images):
+    """Different prompts, images, sampling and streams from 6 threads: each result equals the same call made alone,
+    so no call ever saw another's KV cache."""
+    calls = [
+        dict(prompt="abc", images=[], max_new_tokens=7),
+        dict(prompt="Describe.", images=[sample_images[0]], max_new_tokens=5),
+        dict(prompt="x" * 300, images=[sample_images[1]], max_new_tokens=9),
+        dict(prompt="two", images=[sample_images[2], sample_images[0]], max_new_tokens=4),
+        dict(prompt="sampled", images=[], max_new_tokens=8, temperature=1.0, top_k=20, seed=5),
+        dict(prompt="streamed", images=[sample_images[1]], max_new_tokens=6, stream=lambda _: None),
+    ]
+
+    def run(call):
+        call = dict(call)
+        prompt, images = call.pop("prompt"), call.pop("images")
+        if len(images) == 2:
+            parts = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]
+            prompt = [{"role": "user", "content": parts}]
+        return pipe.generate(prompt, images=images, **call).token_ids
+
+    expected = [run(c) for c in calls]
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            for _ in range(2):
+                results.setdefault(i, []).append(run(calls[i]))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(results[i] == [expected[i]] * 2 for i in range(len(calls)))
+
+
+def test_generate_from_its_own_stream_callback_is_refused_not_deadlocked(pipe):
+    inner = []
+
+    def stream(piece):
+        try:
+            pipe.generate("again", max_new_tokens=1)
+        except InputError as exc:
+            inner.append(str(exc))
+
+    res = pipe.generate("outer", max_new_tokens=3, stream=stream)
+    assert inner and all("called from its own stream callback" in m for m in inner)
+    assert pipe.generate("outer", max_new_tokens=3).token_ids == res.token_ids  # the KV cache was not disturbed
+
+
+def test_api_misuse_gets_one_line_errors(pipe):
+    with pytest.raises(InputError, match="images must be a list, got str"):
+        pipe.generate("hi", images="photo.png")
+    with pytest.raises(InputError, match="stream must be a callable"):
+        pipe.generate("hi", stream=True)
+    with pytest.raises(SpecError, match="config must be a GenerationSpec, got dict"):
+        pipe.generate("hi", config={"temperature": 1})
+    with pytest.raises(SpecError, match="seed must be >= 0, got -1"):
+        pipe.generate("hi", seed=-1)  # numpy's default_rng raised a bare ValueError here
+    with pytest.raises(SpecError, match="threads must be an integer in \\[0, 256\\]"):
+        Pipeline.load(pipe.root, threads=-2)
+
+
+def test_onnxruntime_failures_at_run_time_name_the_graph(pipe):
+    from edgelmm.errors import GraphRunError
+
+    with pytest.raises(GraphRunError, match="graph 'token_embedding' failed while running: .*") as err:
+        pipe.embed(np.asarray([10**6]))  # an id outside the embedding table
+    assert len(str(err.value).splitlines()) == 1
+    assert pipe.generate("abc", max_new_tokens=2).token_ids  # the pipeline still works

@@ -14,9 +14,11 @@ import json
 import sys
 from collections.abc import Sequence
 
+from edgelmm._argparse import OneLineParser
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="edgelmm run", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

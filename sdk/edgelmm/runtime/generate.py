@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from edgelmm.runtime.manifest import KVCacheSpec
 from edgelmm.runtime.sampling import choose_token
+from edgelmm.runtime.sessions import graph_errors
 from edgelmm.runtime.tokenizer import Tokenizer
 from edgelmm.specs import GenerationSpec
 
@@ -70,7 +71,8 @@ class Decoder:
             "position_ids": ort.OrtValue.ortvalue_from_numpy(ids[0] if self.position_rows == 1 else ids),
         }
         feed.update(zip(self._past_names, self._past))
-        outputs = self.session.run_with_ort_values(self._outputs, feed)
+        with graph_errors("decoder"):
+            outputs = self.session.run_with_ort_values(self._outputs, feed)
         self._past = outputs[1:]
         self.length = total
         self.next_position = int(positions.max()) + 1
@@ -101,6 +103,7 @@ def token_loop(
 ) -> LoopResult:
     """Sample from ``first_logits``, then call ``step(token) -> logits`` until eos, a stop string or the limit."""
     rng = np.random.default_rng(spec.seed)
+    masked = np.fromiter(eos_ids, dtype=np.int64) if spec.ignore_eos else _NONE
     penalised = spec.repetition_penalty != 1.0
     detok = tokenizer.stream()
     tokens: list[int] = []
@@ -112,6 +115,9 @@ def token_loop(
     decode_start = 0.0
     while True:
         seen = np.concatenate([prompt_ids, np.asarray(tokens, dtype=np.int64)]) if penalised else _NONE
+        if masked.size:
+            logits = logits.copy()
+            logits[masked[masked < logits.shape[-1]]] = -np.inf
         token = choose_token(logits, spec, seen, rng)
         tokens.append(token)
         if len(tokens) == 1:

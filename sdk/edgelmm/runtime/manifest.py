@@ -18,18 +18,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import stat
+import string
 from pathlib import Path
 from typing import Any
 
+from edgelmm import strict_json
 from edgelmm.errors import BundleError, BundleIntegrityError, SpecError
+from edgelmm.runtime.onnx_proto import check_graph_file
 from edgelmm.specs import SPEC, GenerationSpec, GraphRole, ModelKind, Precision, from_dict, to_dict
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "edgelmm-bundle"
 MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few KB; refuse anything that could exhaust memory
+MAX_JSON_DEPTH = 64
+# Upper bounds on sizes the runtime allocates from: far above any model a phone runs, far below what exhausts one.
+MAX_LAYERS = 1024
+MAX_CONTEXT = 2**22
+MAX_IMAGE_SIDE = 8192
+MAX_HEADS_OR_DIM = 2**16
 
 KV_LAYOUTS = ("past-present",)
 """past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new."""
@@ -52,6 +62,12 @@ class FileEntry:
 
     sha256: str
     bytes: int
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef"):
+            raise SpecError(f"sha256 must be 64 lowercase hex digits, got {self.sha256!r:.70}")
+        if self.bytes < 0:
+            raise SpecError(f"bytes must be >= 0, got {self.bytes}")
 
 
 @dataclasses.dataclass(**SPEC)
@@ -93,9 +109,20 @@ class KVCacheSpec:
     def __post_init__(self) -> None:
         if self.layout not in KV_LAYOUTS:
             raise SpecError(f"kv_cache.layout '{self.layout}' is not supported; valid: {', '.join(KV_LAYOUTS)}")
-        for n in ("num_layers", "num_kv_heads", "head_dim"):
-            if getattr(self, n) < 1:
-                raise SpecError(f"kv_cache.{n} must be >= 1")
+        for n, top in (("num_layers", MAX_LAYERS), ("num_kv_heads", MAX_HEADS_OR_DIM), ("head_dim", MAX_HEADS_OR_DIM)):
+            if not 1 <= getattr(self, n) <= top:
+                raise SpecError(f"kv_cache.{n} must be in [1, {top}], got {getattr(self, n)}")
+        if self.dtype not in ("float32", "float16"):
+            raise SpecError(f"kv_cache.dtype '{self.dtype}' is not supported; valid: float32, float16")
+        for n in ("past_key", "past_value", "present_key", "present_value"):
+            template = getattr(self, n)
+            # str.format runs whatever the template asks ("{layer:>999999999}" allocates a GB): allow only {layer}
+            try:
+                fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+            except ValueError:
+                fields = None
+            if fields != [("layer", "", None)]:
+                raise SpecError(f"kv_cache.{n} {template!r:.60} must contain '{{layer}}' once and no other field")
 
     def names(self, kind: str) -> list[str]:
         """All layer names for ``kind`` in ("past_key", "past_value", "present_key", "present_value")."""
@@ -143,8 +170,13 @@ class PreprocessSpec:
             raise SpecError("preprocess.image_size must be square for mode tiles")
         if self.channel_order not in ("RGB", "BGR") or self.layout not in ("NCHW", "NHWC"):
             raise SpecError("preprocess: channel_order must be RGB|BGR and layout NCHW|NHWC")
-        if min(self.image_size) < 1 or any(s == 0 for s in self.std):
-            raise SpecError("preprocess: image_size must be positive and std non-zero")
+        if not all(1 <= side <= MAX_IMAGE_SIDE for side in self.image_size) or self.shortest_edge > MAX_IMAGE_SIDE:
+            raise SpecError(f"preprocess: image_size and shortest_edge must be in [1, {MAX_IMAGE_SIDE}]")
+        numbers = (self.rescale_factor, *self.mean, *self.std, *self.value_range)
+        if not all(math.isfinite(x) for x in numbers) or any(s == 0 for s in self.std) or self.rescale_factor <= 0:
+            raise SpecError("preprocess: rescale_factor, mean, std and value_range must be finite, std non-zero")
+        if self.dtype != "float32":
+            raise SpecError(f"preprocess.dtype '{self.dtype}' is not supported; valid: float32")
 
 
 @dataclasses.dataclass(**SPEC)
@@ -218,6 +250,18 @@ class TextSpec:
     image_prompt: ImagePromptSpec = ImagePromptSpec()
     """How the template's image placeholder expands (default: ``num_image_tokens`` image tokens)."""
 
+    def __post_init__(self) -> None:
+        problems = []
+        if not 2 <= self.max_context <= MAX_CONTEXT:
+            problems.append(f"max_context must be in [2, {MAX_CONTEXT}], got {self.max_context}")
+        elif not 0 <= self.num_image_tokens < self.max_context:
+            problems.append(f"num_image_tokens must be in [0, max_context), got {self.num_image_tokens}")
+        ids = (*self.eos_token_ids, self.bos_token_id, self.pad_token_id, self.image_token_id)
+        if any(i is not None and i < 0 for i in ids):
+            problems.append("token ids must be >= 0")
+        if problems:
+            raise SpecError("text: " + "; ".join(problems))
+
 
 @dataclasses.dataclass(**SPEC)
 class ModelInfo:
@@ -231,6 +275,10 @@ class ModelInfo:
     vocab_size: int
     num_layers: int
     model_type: str = ""
+
+    def __post_init__(self) -> None:
+        if not all(1 <= v <= 2**31 for v in (self.hidden_size, self.vocab_size, self.num_layers)):
+            raise SpecError("model: hidden_size, vocab_size and num_layers must be in [1, 2**31]")
 
 
 @dataclasses.dataclass(**SPEC)
@@ -276,6 +324,8 @@ def _by_name(specs: tuple[TensorSpec, ...], name: str, where: str) -> TensorSpec
 
 def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
     """Parse and validate ``manifest.json`` (schema version first, then every field). Files are not checked."""
+    if not isinstance(bundle_dir, str | os.PathLike):
+        raise BundleError(f"a bundle is a directory path, got {type(bundle_dir).__name__}")
     root = Path(bundle_dir)
     if not root.is_dir():
         raise BundleError(f"bundle directory '{root}' does not exist or is not a directory")
@@ -288,17 +338,14 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
         raise BundleIntegrityError(f"'{path}' is not a regular file")
     if st.st_size > MAX_MANIFEST_BYTES:
         raise BundleError(f"'{path}' is {st.st_size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"'{path}' is not valid JSON: {exc}") from None
-    return parse_manifest(data, where=str(path))
+    return parse_manifest(strict_json.loads(path.read_bytes(), where=str(path), error=BundleError), where=str(path))
 
 
 def parse_manifest(data: Any, *, where: str = MANIFEST_NAME) -> Manifest:
     """Manifest from a decoded JSON object, checking format and schema version before anything else."""
     if not isinstance(data, dict):
         raise BundleError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    strict_json.check_values(data, where=where, error=BundleError, max_depth=MAX_JSON_DEPTH)
     if data.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{where}: format is {data.get('format')!r:.40}, expected '{BUNDLE_FORMAT}'")
     version = data.get("schema_version")
@@ -328,6 +375,7 @@ def check_invariants(manifest: Manifest, *, where: str = MANIFEST_NAME) -> None:
                 problems.append(f"graph '{role}' file '{name}' is not listed in files")
     if manifest.text.tokenizer_file not in manifest.files:
         problems.append(f"tokenizer file '{manifest.text.tokenizer_file}' is not listed in files")
+    problems += _io_problems(manifest)
     hidden = manifest.model.hidden_size
     if GraphRole.DECODER in graphs:
         width = _last_dim(graphs[GraphRole.DECODER], "inputs_embeds", inputs=True, problems=problems)
@@ -349,10 +397,9 @@ def check_invariants(manifest: Manifest, *, where: str = MANIFEST_NAME) -> None:
             problems.append("a bundle with a vision_encoder needs text.image_token, image_token_id, num_image_tokens")
         tokens = _dim(vision, "image_features", 1, problems)
         if isinstance(tokens, int) and tokens != text.num_image_tokens:
-            problems.append(f"vision_encoder emits {tokens} tokens per image, text.num_image_tokens says {text.num_image_tokens}")
+            problems.append(
+                f"vision_encoder emits {tokens} tokens per image, text.num_image_tokens says {text.num_image_tokens}")
     problems += _family_field_problems(manifest)
-    if manifest.text.max_context < 2:
-        problems.append("text.max_context must be >= 2")
     if problems:
         raise BundleError(f"{where}: invalid manifest: " + "; ".join(problems))
 
@@ -374,6 +421,58 @@ def _family_field_problems(manifest: Manifest) -> list[str]:
     return problems
 
 
+def io_contract(manifest: Manifest) -> dict[GraphRole, tuple[dict[str, str], dict[str, str]]]:
+    """Per role: the tensors the runtime feeds (exactly these) and reads (at least these), name -> dtype.
+
+    The one place that states what pipeline.py and generate.py pass to each graph: when the runtime learns to feed
+    something new (another KV layout, a VLM family's extra vision inputs), extend it here.
+    """
+    contract = {
+        GraphRole.VISION_ENCODER: ({"pixel_values": "float32"}, {"image_features": "float32"}),
+        GraphRole.TOKEN_EMBEDDING: ({"input_ids": "int64"}, {"inputs_embeds": "float32"}),
+    }
+    kv = manifest.kv_cache
+    if kv.layout == "past-present":
+        past = {n: kv.dtype for kind in ("past_key", "past_value") for n in kv.names(kind)}
+        present = {n: kv.dtype for kind in ("present_key", "present_value") for n in kv.names(kind)}
+        feeds = {"inputs_embeds": "float32", "attention_mask": "int64", "position_ids": "int64", **past}
+        contract[GraphRole.DECODER] = (feeds, {"logits": "float32", **present})
+    return contract
+
+
+def _io_problems(manifest: Manifest) -> list[str]:
+    """The graphs' declared I/O must be what the runtime feeds and reads, with the shapes it allocates."""
+    problems = []
+    for role, (feeds, reads) in io_contract(manifest).items():
+        graph = manifest.graphs.get(role)
+        if graph is None:
+            continue
+        inputs = {t.name: t.dtype for t in graph.inputs}
+        outputs = {t.name: t.dtype for t in graph.outputs}
+        wrong = sorted(set(inputs.items()) ^ set(feeds.items())) + sorted(set(reads.items()) - set(outputs.items()))
+        if wrong:
+            problems.append(f"graph '{role}' I/O is not what the runtime feeds and reads: (name, dtype) {wrong[:4]}")
+            continue
+        shapes = {t.name: tuple(t.shape) for t in graph.inputs}
+        if role is GraphRole.DECODER:
+            kv = manifest.kv_cache
+            for name in (n for kind in ("past_key", "past_value") for n in kv.names(kind)):
+                shape = shapes[name]
+                heads_dim = zip(shape[1::2], (kv.num_kv_heads, kv.head_dim))
+                if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in heads_dim):
+                    want = f"[batch, {kv.num_kv_heads}, past, {kv.head_dim}]"
+                    problems.append(f"decoder input '{name}' shape {list(shape)} is not {want} as kv_cache says")
+                    break
+        if role is GraphRole.VISION_ENCODER and manifest.preprocess is not None:
+            pre, shape = manifest.preprocess, shapes["pixel_values"]
+            hw, channels = ((2, 3), 1) if pre.layout == "NCHW" else ((1, 2), 3)
+            expected = {hw[0]: pre.image_size[0], hw[1]: pre.image_size[1], channels: 3}
+            if len(shape) != 4 or any(isinstance(shape[a], int) and shape[a] != v for a, v in expected.items()):
+                problems.append(f"vision_encoder pixel_values shape {list(shape)} does not fit preprocess"
+                                f" {pre.layout} image_size {list(pre.image_size)}")
+    return problems
+
+
 def _dim(graph: GraphSpec, name: str, axis: int, problems: list[str], *, inputs: bool = False) -> int | str | None:
     specs = graph.inputs if inputs else graph.outputs
     for spec in specs:
@@ -388,12 +487,15 @@ def _last_dim(graph: GraphSpec, name: str, *, inputs: bool, problems: list[str])
 
 
 def safe_path(root: Path, name: str) -> Path:
-    """Resolve ``name`` inside ``root``; refuse absolute paths, ``..``, and symlinks anywhere on the way."""
-    if not name or name.startswith(("/", "\\")) or "\\" in name or ":" in name:
+    """Resolve ``name`` inside ``root``; refuse absolute paths, ``..``, odd characters and symlinks on the way."""
+    if (not isinstance(name, str) or not name or name.startswith(("/", "\\")) or "\\" in name or ":" in name
+            or not name.isprintable() or len(name) > 1024):
         raise BundleIntegrityError(f"bundle file name '{name}' is not a plain relative path")
-    parts = Path(name).parts
-    if any(p in ("..", ".") for p in parts):
-        raise BundleIntegrityError(f"bundle file name '{name}' points outside the bundle")
+    parts = name.split("/")
+    if any(p in ("..", ".", "") for p in parts):
+        raise BundleIntegrityError(f"bundle file name '{name}' points outside the bundle (or has empty parts)")
+    if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
+        raise BundleIntegrityError(f"bundle file name '{name}' has a component longer than 255 bytes")
     path = root
     for part in parts:
         path = path / part
@@ -403,37 +505,60 @@ def safe_path(root: Path, name: str) -> Path:
 
 
 def sha256_file(path: Path, *, chunk: int = 4 * 2**20) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+        return _sha256(f, chunk)
+
+
+def _sha256(f: Any, chunk: int = 4 * 2**20) -> str:
+    h = hashlib.sha256()
+    while block := f.read(chunk):
+        h.update(block)
     return h.hexdigest()
 
 
 def verify_files(root: Path, manifest: Manifest, *, check_hashes: bool = True) -> None:
-    """Every listed file exists inside the bundle with the recorded size (and sha256); first failure raises."""
+    """Every listed file exists inside the bundle with the recorded size (and sha256); first failure raises.
+
+    Each file is opened once, without following a symlink and without blocking on a FIFO, and checked through that
+    descriptor, so what is measured and hashed is what was opened.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     for name, entry in manifest.files.items():
         path = safe_path(root, name)
         try:
-            st = path.stat()
+            fd = os.open(path, flags)
         except FileNotFoundError:
             raise BundleIntegrityError(f"bundle file '{name}' is missing from '{root}'") from None
+        except OSError as exc:  # ELOOP (a symlink swapped in), ENOTDIR, EACCES...
+            raise BundleIntegrityError(f"bundle file '{name}' cannot be opened ({exc.strerror})") from None
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
             raise BundleIntegrityError(f"bundle file '{name}' is not a regular file")
-        if st.st_size != entry.bytes:
-            raise BundleIntegrityError(
-                f"bundle file '{name}' is {st.st_size} bytes, manifest says {entry.bytes} (truncated or replaced)"
-            )
-        if check_hashes:
-            digest = sha256_file(path)
-            if digest != entry.sha256:
+        with os.fdopen(fd, "rb") as f:
+            if st.st_size != entry.bytes:
                 raise BundleIntegrityError(
-                    f"bundle file '{name}' sha256 {digest[:16]}... != manifest {entry.sha256[:16]}... (tampered or corrupt)"
+                    f"bundle file '{name}' is {st.st_size} bytes, manifest says {entry.bytes} (truncated or replaced)"
                 )
+            if check_hashes and (digest := _sha256(f)) != entry.sha256:
+                raise BundleIntegrityError(f"bundle file '{name}' sha256 {digest[:16]}... != manifest"
+                                           f" {entry.sha256[:16]}... (tampered or corrupt)")
+
+
+def verify_graphs(root: Path, manifest: Manifest) -> None:
+    """Each graph file's inputs/outputs equal the manifest's, and its external data reads only its listed files."""
+    for graph in manifest.graphs.values():
+        external = {name: manifest.files[name].bytes for name in graph.external_data}
+        check_graph_file(safe_path(root, graph.file), graph.file, graph, external)
 
 
 def load_bundle(bundle_dir: str | os.PathLike[str], *, check_hashes: bool = True) -> Manifest:
-    """Read the manifest and verify every file before anything else touches the bundle."""
+    """Read the manifest and verify every file and graph before anything else touches the bundle.
+
+    Order: schema and fields; every file's path, size and sha256; each graph's I/O and external-data paths (a
+    streaming protobuf walk, weights unread). ``check_hashes=False`` skips only the sha256 pass.
+    """
     manifest = read_manifest(bundle_dir)
     verify_files(Path(bundle_dir), manifest, check_hashes=check_hashes)
+    verify_graphs(Path(bundle_dir), manifest)
     return manifest

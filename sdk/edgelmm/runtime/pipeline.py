@@ -20,20 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from edgelmm.errors import InputError, SpecError
+from edgelmm.errors import BundleError, InputError, SpecError
 from edgelmm.runtime.generate import Decoder, StreamCallback, token_loop
-from edgelmm.runtime.manifest import Manifest, safe_path, verify_files
+from edgelmm.runtime.manifest import Manifest, safe_path, verify_files, verify_graphs
 from edgelmm.runtime.metrics import Metrics, peak_rss_mb
 from edgelmm.runtime.plan import LoadPlan, plan_load
 from edgelmm.runtime.positions import prompt_positions
 from edgelmm.runtime.preprocess import ImageInput, ImageTiles, prepare
 from edgelmm.runtime.profile import DeviceProfile, ProviderSpec, load_profile
-from edgelmm.runtime.prompt import Message, PromptBuilder, PromptIds
-from edgelmm.runtime.sessions import GraphSession, SessionConfig, open_session
+from edgelmm.runtime.prompt import MAX_IMAGES_PER_PROMPT, Message, PromptBuilder, PromptIds
+from edgelmm.runtime.sessions import GraphSession, SessionConfig, graph_errors, open_session
 from edgelmm.runtime.tokenizer import Tokenizer
 from edgelmm.specs import GenerationSpec, GraphRole
 
-MAX_IMAGES_PER_PROMPT = 16
+MAX_THREADS = 256  # intra-op threads per session; more is a typo, and each one is a real OS thread
 log = logging.getLogger("edgelmm.runtime")
 _WARNED: set[str] = set()  # provider-fallback warnings already logged in this process
 
@@ -59,11 +59,39 @@ class Result:
         }
 
 
+def load_prompt_builder(root: Path, manifest: Manifest) -> PromptBuilder:
+    """The bundle's tokenizer and chat template, cross-checked against the manifest (ids inside the model's vocab)."""
+    tokenizer = Tokenizer(safe_path(root, manifest.text.tokenizer_file))
+    text, vocab, name = manifest.text, manifest.model.vocab_size, manifest.text.tokenizer_file
+    problems = []
+    if tokenizer.vocab_size > vocab:
+        problems.append(f"it has {tokenizer.vocab_size} tokens but the model's vocab_size is {vocab}")
+    ids = {"eos_token_ids": text.eos_token_ids, "bos_token_id": (text.bos_token_id,),
+           "pad_token_id": (text.pad_token_id,), "image_token_id": (text.image_token_id,)}
+    problems += [f"text.{k} {i} is outside the vocab" for k, v in ids.items() for i in v if i is not None and
+                 not 0 <= i < vocab]
+    if text.image_token is not None and tokenizer.token_to_id(text.image_token) != text.image_token_id:
+        problems.append(f"image_token {text.image_token!r:.30} is id {tokenizer.token_to_id(text.image_token)}, "
+                        f"manifest says {text.image_token_id}")
+    if problems:
+        raise BundleError(f"tokenizer file '{name}' does not match the manifest: " + "; ".join(problems))
+    prompts = PromptBuilder(text, tokenizer, has_vision=manifest.has_vision)
+    try:  # the chat template must render a plain turn (in time): a broken one fails here, not at the first question
+        prompts.build("Hello", 1 if manifest.has_vision else 0)
+    except InputError:
+        pass  # a template may refuse some conversation shapes (raise_exception): that is the caller's to fix
+    return prompts
+
+
 class Pipeline:
-    """A loaded bundle. ``generate`` calls are serialised by a lock: one KV cache, one sequence at a time."""
+    """A loaded bundle. ``generate`` calls are serialised by a lock: one KV cache, one sequence at a time.
+
+    Threads may share a pipeline: concurrent calls wait for each other and each gets the result it would have got
+    alone. A stream callback must not call generate() on the same pipeline (refused with an InputError).
+    """
 
     def __init__(self, root: Path, manifest: Manifest, sessions: dict[GraphRole, GraphSession], load_ms: float,
-                 plan: LoadPlan | None = None) -> None:
+                 plan: LoadPlan | None = None, *, prompts: PromptBuilder | None = None) -> None:
         self.root = root
         self.manifest = manifest
         self.sessions = sessions
@@ -75,11 +103,14 @@ class Pipeline:
         """Prompt + generated tokens: the bundle's max context, lowered by the profile's."""
         self.prefill_chunk = self.profile.prefill_chunk if self.profile else 0
         """Prompt tokens per decoder call (0: the whole prompt in one call)."""
-        self.tokenizer = Tokenizer(safe_path(root, manifest.text.tokenizer_file))
-        self.prompts = PromptBuilder(manifest.text, self.tokenizer, has_vision=manifest.has_vision)
+        self.prompts = prompts or load_prompt_builder(root, manifest)
+        self.tokenizer = self.prompts.tokenizer
         self.decoder = Decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, manifest.model.hidden_size,
                                manifest.positions.rows)
         self._lock = threading.Lock()
+        """Serialises generate(): one decoder KV cache per pipeline. Encode/embed calls need no lock (sessions are
+        thread-safe); build one Pipeline per concurrent conversation for parallelism."""
+        self._owner: int | None = None
         self.load_peak_rss_mb = peak_rss_mb()
         """Measured peak RSS once loaded (compare with ``plan.estimate``, which adds KV cache and activations)."""
 
@@ -103,11 +134,17 @@ class Pipeline:
         (``pipe.plan.variant``). ``threads``: intra-op threads per session (default: the profile's, or
         onnxruntime's).
         """
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 0 <= threads <= MAX_THREADS):
+            raise SpecError(
+                f"threads must be an integer in [0, {MAX_THREADS}] (0: onnxruntime's default), got {threads!r:.20}")
         start = time.perf_counter()
         device = load_profile(profile) if profile is not None else None
         plan = plan_load(bundle_dir, device)
         root, manifest = plan.root, plan.manifest
         verify_files(root, manifest, check_hashes=check_hashes)
+        verify_graphs(root, manifest)
+        prompts = load_prompt_builder(root, manifest)  # tokenizer and chat template are checked before any session
         if plan.variant is not None:
             log.info("profile '%s': picked variant '%s' of %s; estimate %s", device.name, plan.variant, bundle_dir,
                      plan.estimate.summary())
@@ -119,7 +156,7 @@ class Pipeline:
             sessions[role] = open_session(safe_path(root, graph.file), config, providers,
                                           cache_key=manifest.files[graph.file].sha256)
         _warn_fallbacks(device, sessions)
-        return cls(root, manifest, sessions, (time.perf_counter() - start) * 1e3, plan)
+        return cls(root, manifest, sessions, (time.perf_counter() - start) * 1e3, plan, prompts=prompts)
 
     @property
     def providers(self) -> dict[str, str]:
@@ -159,15 +196,17 @@ class Pipeline:
         graph = self.manifest.graphs[GraphRole.VISION_ENCODER]
         session = self.sessions[GraphRole.VISION_ENCODER].session
         batch = graph.input("pixel_values").shape[0]
-        if isinstance(batch, int):  # a graph exported for a fixed batch (Qwen2-VL's vision: 1)
-            return np.concatenate([session.run(["image_features"], {"pixel_values": pixels[i : i + batch]})[0]
-                                   for i in range(0, len(pixels), batch)])
-        return session.run(["image_features"], {"pixel_values": pixels})[0]
+        with graph_errors(GraphRole.VISION_ENCODER):
+            if isinstance(batch, int):  # a graph exported for a fixed batch (Qwen2-VL's vision: 1)
+                return np.concatenate([session.run(["image_features"], {"pixel_values": pixels[i : i + batch]})[0]
+                                       for i in range(0, len(pixels), batch)])
+            return session.run(["image_features"], {"pixel_values": pixels})[0]
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """int64 ids [S] -> float32 inputs_embeds [1, S, hidden]."""
         session = self.sessions[GraphRole.TOKEN_EMBEDDING].session
-        return session.run(["inputs_embeds"], {"input_ids": np.asarray(ids, dtype=np.int64)[None]})[0]
+        with graph_errors(GraphRole.TOKEN_EMBEDDING):
+            return session.run(["inputs_embeds"], {"input_ids": np.asarray(ids, dtype=np.int64)[None]})[0]
 
     def prompt_embeds(self, prompt: PromptIds, features: np.ndarray | None) -> np.ndarray:
         """Token embeddings with each tile's visual features written into its slots: float32 [1, S, hidden]."""
@@ -190,6 +229,8 @@ class Pipeline:
 
     def generation_spec(self, config: GenerationSpec | None = None, **options: Any) -> GenerationSpec:
         """The bundle's default generation settings, overridden by ``config`` and then by keyword options."""
+        if config is not None and not isinstance(config, GenerationSpec):
+            raise SpecError(f"config must be a GenerationSpec, got {type(config).__name__}")
         spec = config or self.manifest.generation
         options = {k: v for k, v in options.items() if v is not None}
         if "stop" in options and isinstance(options["stop"], str):
@@ -212,27 +253,68 @@ class Pipeline:
         **options: Any,
     ) -> Result:
         """Answer ``prompt`` about ``images``; greedy unless temperature > 0 (see GenerationSpec for options)."""
+        if stream is not None and not callable(stream):
+            raise InputError(f"stream must be a callable taking each new piece of text, got {type(stream).__name__}")
+        if images is not None and (isinstance(images, str | bytes) or not isinstance(images, Sequence)):
+            raise InputError(f"images must be a list, got {type(images).__name__}")
         images = list(images or [])
         if len(images) > MAX_IMAGES_PER_PROMPT:
             raise InputError(f"{len(images)} images given; the limit is {MAX_IMAGES_PER_PROMPT} per prompt")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
+        if self._owner == threading.get_ident():  # re-entry from a stream callback would deadlock on the lock
+            raise InputError("generate() was called from its own stream callback; call it after the first returns")
         with self._lock:
-            return self._generate(prompt, images, spec, stream, chat)
+            self._owner = threading.get_ident()
+            try:
+                start = time.perf_counter()
+                tiles = self.prepare_images(images) if images else []
+                ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
+                return self._generate(ids, tiles, spec, stream, start)
+            finally:
+                self._owner = None
+
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int | None = None,
+        stream: StreamCallback | None = None,
+        config: GenerationSpec | None = None,
+        **options: Any,
+    ) -> Result:
+        """Continue raw token ids: no chat template, no tokenization, no images (benchmarks feed exact ids).
+
+        ``prompt_ids``: ints in [0, vocab), 1 <= len < max_context. ``ignore_eos=True`` (a generation option)
+        generates exactly ``max_new_tokens``, as ``edgelmm bench``'s pp<N> / tg<N> tests need.
+        """
+        ids = np.asarray(prompt_ids)
+        vocab, limit = self.manifest.model.vocab_size, self.max_context
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not 1 <= ids.shape[0] < limit:
+            raise InputError(f"prompt_ids must be 1-D ints, 1 <= length < {limit}; got {ids.dtype} {ids.shape}")
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise InputError(f"prompt_ids must lie in [0, {vocab}); got {ids.min()}..{ids.max()}")
+        spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
+        if self._owner == threading.get_ident():
+            raise InputError("generate_ids() was called from its own stream callback; call it after the first returns")
+        with self._lock:
+            self._owner = threading.get_ident()
+            try:
+                return self._generate(PromptIds(ids.astype(np.int64), ()), [], spec, stream, time.perf_counter())
+            finally:
+                self._owner = None
 
     def _generate(
-        self, prompt: Any, images: list[ImageInput], spec: GenerationSpec, stream: StreamCallback | None, chat: bool
+        self, ids: PromptIds, tiles: list[ImageTiles], spec: GenerationSpec, stream: StreamCallback | None, t0: float
     ) -> Result:
-        metrics = self._load_metrics(len(images))
-        t0 = time.perf_counter()
-        tiles = self.prepare_images(images) if images else []
-        ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
+        """Encode images, prefill, decode. ``t0``: perf_counter() at the call, the origin of TTFT."""
+        metrics = self._load_metrics(len(tiles))
         room = self.max_context - len(ids)
         if room < 1:  # the bundle's own cap is checked by the prompt builder; this is the profile's lower one
             owner = f"profile '{self.profile.name}'" if self.profile else "this pipeline"
             raise InputError(f"prompt is {len(ids)} tokens; {owner} allows a context of {self.max_context}"
                              " (max_context), leaving no room to generate")
         features = None
-        if images:
+        if tiles:
             t1 = time.perf_counter()
             features = self.encode_images(tiles)
             metrics.vision_ms = (time.perf_counter() - t1) * 1e3

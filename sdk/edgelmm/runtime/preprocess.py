@@ -11,8 +11,8 @@ import dataclasses
 import io
 import math
 import os
+import stat
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,11 @@ MAX_IMAGE_PIXELS = 64 * 2**20  # 64 Mpx: above any phone camera, far below what 
 MAX_IMAGE_FILE_BYTES = 64 * 2**20
 MAX_RESIZED_SIDE = 4096  # transformers' Idefics3 MAX_IMAGE_SIZE: no resized side exceeds it
 
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+"""The only decoders Pillow may use (JPEG includes the multi-picture MPO files of phone cameras). Pillow knows ~40
+formats; the rest
+(EPS runs Ghostscript, FITS, SPIDER, PSD...) are attack surface that no photo a phone app receives needs."""
+
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -33,100 +38,140 @@ _RESAMPLE = {
 }
 
 ImageInput = Any
-"""A path (str / PathLike), raw bytes, a PIL image, or an HxWx3 uint8 numpy array."""
+"""A path (str / PathLike), raw bytes, a PIL image, or an HxW, HxWx1, HxWx3 or HxWx4 numpy array."""
 
 
 def load_image(source: ImageInput, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open ``source`` as an RGB PIL image, refusing anything unreadable or too large, with a one-line error."""
     if isinstance(source, Image.Image):
-        return to_rgb(_check_pixels(source, "image", max_pixels))
+        return _decode(source, "image", max_pixels)
     if isinstance(source, np.ndarray):
-        return to_rgb(_from_array(source))
-    if isinstance(source, bytes | bytearray):
-        return _open(io.BytesIO(bytes(source)), "image bytes", max_pixels)
+        return to_rgb(_from_array(source, max_pixels))
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        if not data:
+            raise InputError("image bytes are empty (0 bytes)")
+        if len(data) > MAX_IMAGE_FILE_BYTES:
+            raise InputError(f"image bytes are {len(data)} bytes; the limit is {MAX_IMAGE_FILE_BYTES}")
+        return _open(data, "image bytes", max_pixels)
     if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise InputError(f"image '{path}' does not exist") from None
-        except OSError as exc:
-            raise InputError(f"image '{path}' cannot be read ({exc.strerror})") from None
-        if not path.is_file():
-            raise InputError(f"image '{path}' is not a file")
-        if size == 0:
-            raise InputError(f"image '{path}' is empty (0 bytes)")
-        if size > MAX_IMAGE_FILE_BYTES:
-            raise InputError(f"image '{path}' is {size} bytes; the limit is {MAX_IMAGE_FILE_BYTES}")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"image '{path}' cannot be read ({exc.strerror})") from None
-        return _open(io.BytesIO(data), f"'{path}'", max_pixels)
+        path = os.fsdecode(source)
+        return _open(_read_file(path), f"'{path}'", max_pixels)
     raise InputError(f"unsupported image input of type {type(source).__name__}; give a path, bytes, PIL image or array")
 
 
-def _open(stream: io.BytesIO, label: str, max_pixels: int) -> Image.Image:
+def _read_file(path: str) -> bytes:
+    """The file's bytes, refusing anything that is not a regular file of sane size. One open: no check-then-use race,
+    and O_NONBLOCK so a FIFO swapped in for the file cannot hang the reader."""
+    label = f"image '{path}'"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
-            _check_pixels(image, label, max_pixels)  # header only: nothing decoded yet
-            image.seek(0)  # animated GIF/WebP/APNG: the first frame, by design
-            image.load()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise InputError(f"{label} does not exist") from None
+    except ValueError as exc:  # embedded NUL
+        raise InputError(f"{label} is not a valid path ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{label} cannot be read ({exc.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise InputError(f"{label} is not a file")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size == 0:
+            raise InputError(f"{label} is empty (0 bytes)")
+        if st.st_size > MAX_IMAGE_FILE_BYTES:
+            raise InputError(f"{label} is {st.st_size} bytes; the limit is {MAX_IMAGE_FILE_BYTES}")
+        try:
+            data = f.read(MAX_IMAGE_FILE_BYTES + 1)
+        except OSError as exc:
+            raise InputError(f"{label} cannot be read ({exc.strerror})") from None
+    if not data or len(data) > MAX_IMAGE_FILE_BYTES:
+        raise InputError(f"{label} changed while it was read ({len(data)} bytes)")
+    return data
+
+
+def _open(data: bytes, label: str, max_pixels: int) -> Image.Image:
+    with warnings.catch_warnings():
+        # Pillow warns above its own 89 Mpx; our lower limit below decides, with the numbers in the message.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        except UnidentifiedImageError:
+            raise InputError(f"{label} is not a readable image (not {', '.join(IMAGE_FORMATS)})") from None
+        except Image.DecompressionBombError as exc:  # above twice Pillow's limit: refused from the header
+            raise InputError(f"{label} is too large to decode safely ({_reason(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 - see _decode
+            raise InputError(f"{label} is not a readable image ({_reason(exc)})") from None
+        _check_pixels(image.size, label, max_pixels)  # header only: nothing decoded yet
+        return _decode(image, label, max_pixels, from_file=True)
+
+
+def _decode(image: Image.Image, label: str, max_pixels: int, *, from_file: bool = False) -> Image.Image:
+    """Decode and convert to RGB. A file is read from its first frame (by design, for animated GIF/WebP/APNG) and
+    turned upright by its EXIF orientation; a caller's PIL image is taken as it is (frame and orientation)."""
+    _check_pixels(image.size, label, max_pixels)
+    try:
+        if from_file:
+            image.seek(0)
+        image.load()  # a caller's lazily opened image decodes here, inside this handler, not later in resize
+        if from_file:
             image = ImageOps.exif_transpose(image)
-    except InputError:
-        raise
-    except UnidentifiedImageError:
-        raise InputError(f"{label} is not a readable image (unknown format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{label} is too large to decode safely (decompression bomb guard)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-        reason = "truncated file" if "truncated" in str(exc) else str(exc).split("\n")[0][:80]
-        raise InputError(f"{label} is not a readable image ({reason})") from None
-    return to_rgb(image)
+        return to_rgb(image)
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise OSError, SyntaxError, ValueError, EOFError,
+        # struct.error, ZeroDivisionError... on hostile bytes; at this boundary every one of them means "unreadable"
+        raise InputError(f"{label} is not a readable image ({_reason(exc)})") from None
 
 
-def _check_pixels(image: Image.Image, label: str, max_pixels: int) -> Image.Image:
-    width, height = image.size
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return "truncated file" if "truncated" in text else (text.split("\n")[0][:100] or type(exc).__name__)
+
+
+def _check_pixels(size: tuple[int, int], label: str, max_pixels: int) -> None:
+    width, height = size
     if width < 1 or height < 1:
         raise InputError(f"{label} has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise InputError(f"{label} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
-    return image
 
 
-def _from_array(array: np.ndarray) -> Image.Image:
+def _from_array(array: np.ndarray, max_pixels: int) -> Image.Image:
     if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
+        array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise InputError(f"image array must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-            raise InputError("image array must be finite numbers")
+    _check_pixels((array.shape[1], array.shape[0]), "image array", max_pixels)  # before any conversion allocates
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * np.uint8(255)
+    elif array.dtype != np.uint8:
+        if array.dtype.kind not in "iuf":
+            raise InputError(f"image array must hold integers or floats, got {array.dtype}")
+        array = array.astype(np.float64)
+        if not np.isfinite(array).all():
+            raise InputError("image array must be finite numbers (it has NaN or inf)")
         scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
         array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
-    return _check_pixels(Image.fromarray(np.ascontiguousarray(array)), "image array", MAX_IMAGE_PIXELS)
+    return Image.fromarray(np.ascontiguousarray(array))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB.
 
-    Alpha (RGBA, LA, P with transparency) is composited over white, as transformers' ``convert_to_rgb`` does;
-    16-bit and float grey images are scaled to 8 bits by their type's range rather than clipped.
+    Alpha (RGBA, LA, PA, or a transparency key in P/L) is composited over white, as transformers' ``convert_to_rgb``
+    does; 16-bit and 32-bit integer grey is scaled from the 16-bit range and float grey by its maximum, rather than
+    clipped at 255 as ``Image.convert`` would.
     """
     mode = image.mode
     if mode == "RGB":
         return image
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") else (max(float(array.max(initial=0)), 1.0) if mode == "F" else 65535.0)
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = max(float(array.max(initial=0)), 1.0) if mode == "F" else 65535.0
         grey = np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
-    if has_alpha:
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

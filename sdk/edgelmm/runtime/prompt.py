@@ -10,22 +10,20 @@ or ``<|im_end|>`` literally can neither create image slots nor shift them (promp
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from jinja2 import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edgelmm.errors import InputError
 from edgelmm.runtime.manifest import ImagePromptSpec, TextSpec
+from edgelmm.runtime.template import compile_template, render
 from edgelmm.runtime.tokenizer import Tokenizer
 
 MAX_PROMPT_CHARS = 1_000_000  # refuse before tokenizing: megabytes of text cannot fit any context we export
+MAX_IMAGES_PER_PROMPT = 16
 ROLES = ("system", "user", "assistant")
 
 Message = Mapping[str, Any]
@@ -45,23 +43,6 @@ class PromptIds:
         return int(self.ids.shape[0])
 
 
-def _raise(message: str) -> None:
-    raise TemplateError(message)
-
-
-def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    # The same settings as transformers' apply_chat_template, so HF templates render identically.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise
-    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
-    return env
-
-
 class PromptBuilder:
     """Builds :class:`PromptIds` for one bundle (its template, tokenizer and image token)."""
 
@@ -69,7 +50,7 @@ class PromptBuilder:
         self.text = text
         self.tokenizer = tokenizer
         self.has_vision = has_vision
-        self._template = _environment().from_string(text.chat_template) if text.chat_template else None
+        self._template = compile_template(text.chat_template) if text.chat_template else None
 
     def build(self, prompt: str | Sequence[Message], n_images: int = 0, *, chat: bool = True,
               grids: Sequence[tuple[int, int]] | None = None) -> PromptIds:
@@ -81,8 +62,12 @@ class PromptBuilder:
         default (0, 0): one tile). Raises InputError on bad messages, placeholder/image count mismatch or a prompt
         that does not fit ``max_context``.
         """
+        if isinstance(n_images, bool) or not isinstance(n_images, int) or not 0 <= n_images <= MAX_IMAGES_PER_PROMPT:
+            raise InputError(f"the number of images must be in [0, {MAX_IMAGES_PER_PROMPT}], got {n_images!r:.20}")
         if n_images and not self.has_vision:
             raise InputError(f"this bundle has no vision encoder; got {n_images} image(s)")
+        if isinstance(prompt, bytes | bytearray):
+            raise InputError("prompt must be text (str), got bytes: decode it as UTF-8 first")
         if not chat or self._template is None:
             if not isinstance(prompt, str):
                 raise InputError("a message list needs chat mode and a bundle with a chat template")
@@ -91,18 +76,32 @@ class PromptBuilder:
         else:
             messages = self._normalise(prompt, n_images)
             pieces = self._render(messages)
-        placeholders = sum(kind == "image" for kind, _ in pieces)
-        if placeholders != n_images:
-            raise InputError(f"prompt has {placeholders} image placeholder(s) but {n_images} image(s) were given")
+        segments = self._tokenize(pieces)
+        images = segments.count(None)
+        if images != n_images:
+            raise InputError(f"prompt has {images} image placeholder(s) but {n_images} image(s) were given")
         grids = list(grids) if grids is not None else [(0, 0)] * n_images
         if len(grids) != n_images:
             raise InputError(f"{len(grids)} tile grid(s) given for {n_images} image(s)")
-        ids, slots = self._tokenize(pieces, iter(grids))
-        if len(ids) >= self.text.max_context:
+        segments = self._expand_images(segments, iter(grids))
+        n, tiles = self.text.num_image_tokens, segments.count(None)
+        total = sum(n if seg is None else len(seg) for seg in segments)  # before allocating any image slot
+        if total == 0:
+            raise InputError("prompt is empty (0 tokens): give some text or an image")
+        if total >= self.text.max_context:
+            per_image = f"{images} image(s)" if tiles == images else f"{images} image(s) in {tiles} tiles"
             raise InputError(
-                f"prompt is {len(ids)} tokens ({len(slots)} image(s) x {self.text.num_image_tokens} visual tokens"
-                f" included); the bundle's max context is {self.text.max_context}, leaving no room to generate"
+                f"prompt is {total} tokens ({per_image} x {n} visual tokens included); the bundle's max"
+                f" context is {self.text.max_context}, leaving no room to generate"
             )
+        ids: list[int] = []
+        slots = []
+        for seg in segments:
+            if seg is None:
+                slots.append((len(ids), n))
+                ids += [int(self.text.image_token_id)] * n
+            else:
+                ids += seg
         return PromptIds(np.asarray(ids, dtype=np.int64), tuple(slots))
 
     def _normalise(self, prompt: str | Sequence[Message], n_images: int) -> list[dict[str, Any]]:
@@ -122,6 +121,9 @@ class PromptBuilder:
             if role not in ROLES:
                 raise InputError(f"message {i} role {role!r:.30} is not valid; valid: {', '.join(ROLES)}")
             out.append({"role": role, "content": self._content(content, i)})
+        total = sum(len(p) for p in _texts(out))
+        if total > MAX_PROMPT_CHARS:
+            raise InputError(f"prompt is {total} characters over {len(out)} messages; the limit is {MAX_PROMPT_CHARS}")
         return out
 
     def _content(self, content: Any, index: int) -> Any:
@@ -163,26 +165,28 @@ class PromptBuilder:
             else:
                 content = [p if p["type"] == "image" else {"type": "text", "text": sentinel(p["text"])} for p in content]
             masked.append({"role": m["role"], "content": content})
-        try:
-            rendered = self._template.render(
-                messages=masked,
-                add_generation_prompt=True,
-                bos_token=self.text.bos_token or "",
-                eos_token=self.text.eos_token or "",
-                image_token=self.text.image_token or "",
-            )
-        except TemplateError as exc:
-            raise InputError(f"the chat template refused the messages: {exc}") from None
+        rendered = render(
+            self._template,
+            messages=masked,
+            add_generation_prompt=True,
+            bos_token=self.text.bos_token or "",
+            eos_token=self.text.eos_token or "",
+            image_token=self.text.image_token or "",
+        )
         alternatives = [f"EDGELMMSLOT{nonce}N(\\d+)X"]
         if self.has_vision and self.text.image_token:
             alternatives.append(re.escape(self.text.image_token))
         pieces: list[tuple[str, Any]] = []
-        pos = 0
+        pos = expanded = 0
         for match in re.finditer("|".join(alternatives), rendered):
             if match.start() > pos:
                 pieces.append(("template", rendered[pos : match.start()]))
             if match.group(1) is not None:
-                pieces.append(("user", texts[int(match.group(1))]))
+                text = texts[int(match.group(1))]
+                expanded += len(text)
+                if expanded > 2 * MAX_PROMPT_CHARS:  # a template that repeats the user's text thousands of times
+                    raise InputError(f"the chat template expands the prompt beyond {2 * MAX_PROMPT_CHARS} characters")
+                pieces.append(("user", text))
             else:
                 pieces.append(("image", None))
             pos = match.end()
@@ -190,24 +194,36 @@ class PromptBuilder:
             pieces.append(("template", rendered[pos:]))
         return pieces
 
-    def _tokenize(self, pieces: list[tuple[str, Any]], grids: Iterator[tuple[int, int]]
-                  ) -> tuple[list[int], list[tuple[int, int]]]:
-        ids: list[int] = []
-        slots: list[tuple[int, int]] = []
-        n = self.text.num_image_tokens
-        for kind, value in pieces:
-            if kind == "template":
-                ids += self.tokenizer.encode_trusted(value)
-            elif kind == "user":
-                ids += self.tokenizer.encode_untrusted(value)
-            else:
-                for text in expand_image(self.text.image_prompt, next(grids)):
-                    if text is None:
-                        slots.append((len(ids), n))
-                        ids += [int(self.text.image_token_id)] * n
-                    elif text:
-                        ids += self.tokenizer.encode_trusted(text)
-        return ids, slots
+    def _tokenize(self, pieces: list[tuple[str, Any]]) -> list[list[int] | None]:
+        """Template text with special tokens parsed, user text with them escaped; None where an image goes."""
+        return [
+            self.tokenizer.encode_trusted(value) if kind == "template"
+            else self.tokenizer.encode_untrusted(value) if kind == "user"
+            else None
+            for kind, value in pieces
+        ]
+
+    def _expand_images(self, segments: list[list[int] | None], grids: Iterator[tuple[int, int]]
+                       ) -> list[list[int] | None]:
+        """Each image placeholder (None) -> its template text and one None per tile's run of image slots."""
+        out: list[list[int] | None] = []
+        for seg in segments:
+            if seg is not None:
+                out.append(seg)
+                continue
+            for text in expand_image(self.text.image_prompt, next(grids)):
+                if text is None or text:
+                    out.append(None if text is None else self.tokenizer.encode_trusted(text))
+        return out
+
+
+def _texts(messages: list[dict[str, Any]]) -> Iterator[str]:
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            yield content
+        else:
+            yield from (part["text"] for part in content if part["type"] == "text")
 
 
 def expand_image(recipe: ImagePromptSpec, grid: tuple[int, int]) -> list[str | None]:

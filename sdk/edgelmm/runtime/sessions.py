@@ -12,19 +12,21 @@ with ``add_provider_for_devices``. The classic ``providers=[("QNNExecutionProvid
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import os
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from edgelmm.errors import BundleIntegrityError, ProviderError
+from edgelmm.errors import BundleIntegrityError, GraphRunError, ProviderError
 from edgelmm.runtime.profile import Provider, ProviderSpec, QnnBackend, QnnOptions
 
 QNN_PACKAGE = "onnxruntime_qnn"
@@ -61,7 +63,7 @@ def session_options(config: SessionConfig) -> ort.SessionOptions:
     so.inter_op_num_threads = config.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only: onnxruntime's warnings are not the user's business
+    so.log_severity_level = 4  # fatal only: its errors reach the user as one-line exceptions, not as stderr logs
     so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     return so
 
@@ -127,8 +129,6 @@ def _create(model: Path, so: ort.SessionOptions, providers: list[Any] | None, sp
             path: Path) -> GraphSession | str:
     """The session, with its placement checked, or why it could not be made (``path``: the bundle's graph)."""
     provider = spec.provider
-    if provider is not Provider.CPU:
-        so.log_severity_level = 4  # a refusal is expected and recorded; the QNN EP would print every node it refuses
     if spec.strict:
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     try:
@@ -248,3 +248,21 @@ def _qnn_context_cache(so: ort.SessionOptions, options: QnnOptions, path: Path, 
     so.add_session_config_entry("ep.context_embed_mode", "1")
     so.add_session_config_entry("ep.context_file_path", str(context))
     return None
+
+
+_ORT_ERRORS = tuple(
+    getattr(_ort_state, name)
+    for name in ("Fail", "InvalidArgument", "RuntimeException", "NotImplemented", "InvalidGraph", "EPFail",
+                 "EngineError", "NoSuchFile")
+    if hasattr(_ort_state, name)
+)
+
+
+@contextlib.contextmanager
+def graph_errors(name: str) -> Iterator[None]:
+    """Turn an onnxruntime failure while running graph ``name`` into a one-line GraphRunError naming the graph."""
+    try:
+        yield
+    except (*_ORT_ERRORS, RuntimeError) as exc:
+        message = str(exc).split("\n")[0][:300]
+        raise GraphRunError(f"graph '{name}' failed while running: {message}") from None

@@ -76,5 +76,8 @@ def _check_text(text: str) -> None:
         raise InputError(f"prompt text must be a string, got {type(text).__name__}")
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError("prompt text is not valid UTF-8 (lone surrogate characters)") from None
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        # U+DC80..U+DCFF is how Python smuggles an undecodable byte from argv or a file (surrogateescape)
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
+        raise InputError(f"prompt text is not valid UTF-8 ({what} at character {exc.start})") from None
