@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from edgelmm import strict_json
 from edgelmm.errors import BundleError
 
 
@@ -13,11 +13,12 @@ def read_versioned(path: Path, *, fmt: str | None, version: int | None, missing:
     """The JSON object in ``path``; BundleError (one line) when it is missing (``missing`` is the message), unreadable,
     or not ``fmt`` v``version`` (``what`` names the expected kind; ``fmt=None`` skips the check)."""
     try:
-        meta = json.loads(Path(path).read_text())
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise BundleError(missing) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"'{path}' cannot be read: {exc}") from None
+    except OSError as exc:
+        raise BundleError(f"'{path}' cannot be read: {exc.strerror}") from None
+    meta = strict_json.loads(data, where=str(path), error=BundleError)  # duplicate keys, NaN, lone surrogates: refused
     if not isinstance(meta, dict):
         raise BundleError(f"'{path}' is not {what}: not a JSON object")
     if fmt is not None and (meta.get("format") != fmt or meta.get("schema_version") != version):

@@ -95,17 +95,16 @@ def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser, resume_meta
 
 
 def _read_config(path: Path) -> Any:
-    import yaml
+    """A RecipeSpec file: strict JSON (.json) or strict YAML (duplicate keys, NaN, huge files refused)."""
+    from edgelmm import strict_json, strict_yaml
 
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read config '{path}': {exc.strerror}") from None
-    try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError(f"config '{path}' is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                        f"{str(exc).splitlines()[0]}") from None
+    if path.suffix == ".json":
+        return strict_json.loads(data, where=str(path), error=SpecError)
+    return strict_yaml.load(data, where=str(path), error=SpecError)
 
 
 def _resume_meta(run: Path) -> dict[str, Any]:
