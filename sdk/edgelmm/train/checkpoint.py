@@ -6,15 +6,13 @@ A checkpoint is a directory::
     optimizer.safetensors   optimizer state flattened to tensors (only in resumable checkpoints)
     meta.json               schema_version, format, and whatever the writer records (step, stage, config...)
 
-Writes go to a hidden sibling directory that is renamed into place (os.replace on an emptied target, or an
-exchange), so a process killed mid-write leaves the previous checkpoint whole.
+Writes go through edgelmm.atomic.staged_dir (hidden sibling, fsync, renameat2 exchange, meta.json written last),
+so a process killed mid-write leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,35 +34,21 @@ def save(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 
     ``meta`` is written as given; :func:`checkpoint_meta` makes the meta of a resumable training checkpoint.
     """
+    from edgelmm.atomic import staged_dir
+
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / MODEL))
-    if optimizer is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in optimizer.items()}, str(tmp / OPTIMIZER))
-    (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    for name, text in (files or {}).items():
-        (tmp / name).write_text(text)
-    _publish(tmp, directory)
+    with staged_dir(directory, force=True) as stage:  # hidden sibling, fsynced, swapped in: never half-written
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(stage / MODEL))
+        if optimizer is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in optimizer.items()}, str(stage / OPTIMIZER))
+        for name, text in (files or {}).items():
+            (stage / name).write_text(text)
+        (stage / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")  # the completeness marker
     return directory
 
 
 def checkpoint_meta(**fields: Any) -> dict[str, Any]:
     return {"format": FORMAT, "schema_version": SCHEMA_VERSION, **fields}
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` to ``target``; the old target survives until the new one is complete."""
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(target, old)  # from here until the next line, `target` is missing but `old` is whole
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_meta(directory: Path) -> dict[str, Any]:
