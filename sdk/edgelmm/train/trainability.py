@@ -76,13 +76,6 @@ def apply(model: nn.Module, training: ComponentTraining, lora: LoraSpec | None =
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def count(model: nn.Module) -> dict[str, int]:
-    """Trainable and total parameter counts, for logs and --dry-run."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable": trainable, "total": total}
-
-
 def lora_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """LoRA weights under peft-free names: ``<linear path>.lora_A`` [r, in] and ``<linear path>.lora_B`` [out, r]."""
     out = {}
