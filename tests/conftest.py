@@ -92,3 +92,41 @@ def sample_images() -> list[Image.Image]:
     digit = Image.fromarray((digit / 16 * 255).astype(np.uint8)).resize((40, 40), Image.Resampling.NEAREST)
     photo = Image.fromarray(skdata.astronaut()).resize((200, 160))
     return [draw_scene(0), photo, digit]
+
+
+def tiny_recipe(steps=(3, 2, 3)) -> dict:
+    """The imp recipe on tiny-random (hidden 32): every stage and format, a few steps each, as a config dict."""
+    from edgelmm.specs import to_dict
+    from edgelmm.train.imp_presets import full
+
+    spec = to_dict(full())
+    spec["base_model"] = "tiny-random"
+    for stage, n, batch in zip(spec["stages"], steps, (8, 4, 4)):
+        stage["steps"], stage["batch_size"] = n, batch
+    spec["evals"] = [{"task": "digits", "split": "val", "n": 6}]
+    return spec
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe_config(tmp_path_factory) -> Path:
+    import json
+
+    path = tmp_path_factory.mktemp("recipes") / "tiny-imp.json"
+    path.write_text(json.dumps(tiny_recipe()))
+    return path
+
+
+TRAIN_ENV = {**os.environ, "PYTHONPATH": str(REPO / "sdk"), "OMP_NUM_THREADS": "1"}
+"""Training subprocesses run single-threaded: runs with equal thread counts are bitwise reproducible."""
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_recipe_config, tmp_path_factory) -> Path:
+    """`edgelmm train` of the tiny recipe, run once: log.jsonl, loss.png, checkpoint/, model/."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    subprocess.run([sys.executable, "-m", "edgelmm", "train", "--config", str(tiny_recipe_config), "--out", str(out),
+                    "--no-progress"], env=TRAIN_ENV, capture_output=True, text=True, timeout=600, check=True)
+    return out

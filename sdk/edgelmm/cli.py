@@ -18,6 +18,8 @@ from edgelmm.errors import EdgelmmError
 VERBS: dict[str, tuple[str, str]] = {
     "export": ("edgelmm.export.cli:main", "export a model to an ONNX bundle (graphs + manifest)"),
     "run": ("edgelmm.runtime.cli:main", "answer a prompt (and images) with a bundle, torch-free"),
+    "train": ("edgelmm.train.cli:main", "train a model with a recipe (stages, checkpoints, resume, torchrun)"),
+    "eval": ("edgelmm.evals.cli:main", "exact-match accuracy of a model or bundle on a built-in task"),
     "bench": ("edgelmm.bench.cli:main", "time a bundle on this device (img, pp, tg, e2e) or compare saved records"),
     "demo": ("edgelmm.demo.cli:main", "chat with a bundle about images in your browser (Gradio, offline, torch-free)"),
 }

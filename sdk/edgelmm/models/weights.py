@@ -1,0 +1,92 @@
+"""Trained LMM weights without the LM: vision tower + connector + LoRA deltas, on top of a registry LM.
+
+A weights directory (what ``edgelmm train`` writes as ``<out>/model`` and what ships as ``smol-vqa``)::
+
+    model.safetensors   model.vision_tower.*  model.multi_modal_projector.*  (LLaVA state-dict names)
+                        <linear path>.lora_A [r, in]  <linear path>.lora_B [out, r]  (LoRA of the LM)
+    meta.json           format, base LM, vision config, LoRA r/alpha, dtype
+    provenance.json     how it was made: command, seed, git commit, data versions, eval results (optional)
+
+Loading assembles the LLaVA from the base LM and the vision config, loads tower and connector, and merges each
+LoRA delta into its Linear (W += alpha / r * B @ A), so the result is a plain ``LlavaForConditionalGeneration``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from transformers import SiglipVisionConfig
+
+from edgelmm.errors import BundleError
+from edgelmm.models.loaded import LoadedModel
+
+FORMAT = "edgelmm-lmm-weights"
+SCHEMA_VERSION = 1
+SHIPPED = Path(__file__).resolve().parent / "weights"
+"""Weights that ship inside the package (package data): SHIPPED / <model name>."""
+TRAINED_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.")
+
+
+def is_weights_dir(directory: Path) -> bool:
+    return (Path(directory) / "meta.json").is_file() and (Path(directory) / "model.safetensors").is_file()
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    from edgelmm.meta_json import read_versioned
+
+    return read_versioned(Path(directory) / "meta.json", fmt=FORMAT, version=SCHEMA_VERSION, what="trained weights",
+                          missing=f"'{directory}' holds no trained weights: meta.json is missing")
+
+
+def load_weights(directory: str | Path, *, name: str | None = None) -> LoadedModel:
+    """A weights directory -> LoadedModel (float32, eval, LoRA merged: a plain LlavaForConditionalGeneration)."""
+    from edgelmm.models.lmm import assemble_llava
+    from edgelmm.models.registry import build_model
+
+    directory = Path(directory)
+    meta = read_meta(directory)
+    try:
+        tensors = load_file(str(directory / "model.safetensors"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"'{directory / 'model.safetensors'}' cannot be read: {exc}") from None
+    lm = build_model(meta["base_lm"])
+    loaded = assemble_llava(name=name or meta.get("name", directory.name), lm=lm, seed=0,
+                            vision_config=SiglipVisionConfig(**meta["vision_config"]))
+    model = loaded.model
+    trained = {k: v.float() for k, v in tensors.items() if k.startswith(TRAINED_PREFIXES)}
+    missing = [k for k in model.state_dict() if k.startswith(TRAINED_PREFIXES) and k not in trained]
+    if missing:
+        raise BundleError(f"'{directory}' lacks {len(missing)} tower/connector tensors, e.g. {missing[0]}")
+    model.load_state_dict(trained, strict=False)
+    lora = meta.get("lora")
+    if lora:
+        merge_lora(model, tensors, scale=float(lora["alpha"]) / float(lora["r"]))
+    model.eval()
+    return loaded
+
+
+@torch.no_grad()
+def merge_lora(model: torch.nn.Module, tensors: dict[str, torch.Tensor], *, scale: float) -> int:
+    """Add ``scale * B @ A`` to the weight of every Linear that has ``<path>.lora_A`` / ``<path>.lora_B``.
+
+    Returns how many Linears were merged. Raises BundleError when a path does not name a Linear of ``model``.
+    """
+    modules = dict(model.named_modules())
+    merged = 0
+    for key, a in tensors.items():
+        if not key.endswith(".lora_A"):
+            continue
+        path = key[: -len(".lora_A")]
+        linear = modules.get(path)
+        b = tensors.get(f"{path}.lora_B")
+        if not isinstance(linear, torch.nn.Linear) or b is None:
+            raise BundleError(f"LoRA tensor '{key}' does not match a Linear of the model (or lora_B is missing)")
+        delta = b.float() @ a.float()
+        if delta.shape != linear.weight.shape:
+            raise BundleError(f"LoRA '{path}': B @ A is {tuple(delta.shape)}, the weight is {tuple(linear.weight.shape)}")
+        linear.weight += scale * delta.to(linear.weight.dtype)
+        merged += 1
+    return merged

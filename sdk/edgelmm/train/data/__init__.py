@@ -1,0 +1,15 @@
+"""Built-in datasets (torch-free): DATASETS maps a name to a generator of deterministic examples."""
+
+from __future__ import annotations
+
+from edgelmm.train.data.base import Dataset, Example, normalise_answer
+from edgelmm.train.data.digits import DigitsDataset
+from edgelmm.train.data.shapes import ShapesDataset
+
+DATASETS: dict[str, Dataset] = {
+    "shapes": ShapesDataset(),
+    "shapes-compositional": ShapesDataset(compositional=True),
+    "digits": DigitsDataset(),
+}
+
+__all__ = ["DATASETS", "Dataset", "Example", "normalise_answer"]

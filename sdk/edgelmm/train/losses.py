@@ -1,0 +1,71 @@
+"""Losses as pure functions with shape docstrings. LOSSES names every loss a StageSpec may ask for.
+
+IGNORE (-100) marks label positions that carry no loss (prompt, image slots, padding), as in LLaVA and transformers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+LOSSES: dict[str, str] = {
+    "siglip": "SigLIP sigmoid loss: pooled image embedding vs frozen text embeddings of its captions",
+    "siglip-regional": "the same sigmoid loss per grid cell: a cell's pooled patch tokens vs its object's phrase",
+    "attributes": "auxiliary cross-entropy of per-cell shape/colour/size heads and a digit head (labels of the "
+                  "built-in datasets); a documented addition to SigLIP, see docs/training.md",
+    "ce": "next-token cross-entropy on the labelled tokens only: the caption, or the answer (LLaVA masking)",
+}
+"""name -> what it computes. Stages name their losses; the stage's step function computes exactly those."""
+
+
+def sigmoid_loss(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, labels: torch.Tensor, log_scale: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023, eq. 2), with any number of positives per image.
+
+    image_emb: float [N, D] (normalised here); text_emb: float [M, D], unit norm (frozen MiniLM embeddings);
+    labels: float [N, M], +1 where text j describes image i, else -1; log_scale, bias: scalar parameters
+    (the paper initialises them at log 10 and -10). Returns the scalar ``-sum(log sigmoid(labels * logits)) / N``.
+    Every pair is an independent binary decision, so several positives per image (one per object) need no
+    change to the loss, unlike softmax contrastive losses.
+    """
+    logits = F.normalize(image_emb, dim=-1) @ text_emb.T * log_scale.exp() + bias
+    return -F.logsigmoid(labels * logits).sum() / max(image_emb.shape[0], 1)
+
+
+def masked_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose target is not IGNORE.
+
+    logits: float [K, V] (already gathered at the supervised positions, or [..., V] with matching targets);
+    targets: int64 [K] (or [...]). Computed in float32 whatever the logits' dtype (bf16 on GPU).
+    """
+    if not bool((targets != IGNORE).any()):
+        return logits.sum() * 0.0  # nothing supervised in this batch: zero, but still part of the graph (DDP)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE)
+
+
+def supervised_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where next-token targets exist: (mask [B, S] over the positions that predict, targets [K]).
+
+    labels: int64 [B, S] with IGNORE on unsupervised tokens. Position t predicts labels[t + 1] (the causal shift),
+    so the mask is True at t when labels[t + 1] != IGNORE; targets are those labels in row-major order.
+    """
+    shifted = labels[:, 1:]
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = shifted != IGNORE
+    return mask, shifted[shifted != IGNORE]
+
+
+def next_token_ce(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
+    """Causal-LM loss evaluated only where there is a target.
+
+    hidden: float [B, S, H] (the LM's last hidden states); labels: int64 [B, S] with IGNORE. The LM head
+    ([H] -> [V], V = 49k for SmolLM2) runs only on the supervised positions: with answer-only labels that is a few
+    rows per sequence instead of all of them, which saves most of the head's cost in training.
+    """
+    mask, targets = supervised_positions(labels)
+    if targets.numel() == 0:
+        return hidden.sum() * 0.0  # keeps the graph (DDP) while contributing nothing
+    return masked_ce(lm_head(hidden[mask]), targets)

@@ -1,0 +1,108 @@
+"""Stage modules: ``forward(batch) -> {loss name: scalar}``. The loop weights and sums the terms a stage names.
+
+- ContrastiveTower (stage 0): the vision tower plus SigLIP's attention-pooling head and projections into the frozen
+  text encoder's embedding space. Only the tower is kept afterwards; head and projections are stage-0 scaffolding,
+  as SigLIP's own head is dropped by LLaVA-style models.
+- LanguageModeling (stages 1 and 2): the whole LLaVA; next-token cross-entropy on the labelled tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.siglip.modeling_siglip import SiglipMultiheadAttentionPoolingHead
+
+from edgelmm.train.data.base import GRID
+from edgelmm.train.data.shapes import COLOURS, SHAPES, SIZES
+from edgelmm.train.data.collate import ContrastiveBatch, LMBatch
+from edgelmm.train.losses import masked_ce, next_token_ce, sigmoid_loss
+
+
+def cell_weights(image_size: int, patch_size: int, grid: int = GRID) -> torch.Tensor:
+    """float32 [grid * grid, patches]: each row averages the patch tokens by their area of overlap with one cell."""
+    side = image_size // patch_size
+    weights = torch.zeros(grid * grid, side * side)
+    for cell in range(grid * grid):
+        r, c = divmod(cell, grid)
+        for patch in range(side * side):
+            pr, pc = divmod(patch, side)
+            dy = min((r + 1) / grid, (pr + 1) / side) - max(r / grid, pr / side)
+            dx = min((c + 1) / grid, (pc + 1) / side) - max(c / grid, pc / side)
+            weights[cell, patch] = max(dy, 0.0) * max(dx, 0.0)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+class ContrastiveTower(nn.Module):
+    """SigLIP pretraining of a SiglipVisionModel against frozen text embeddings of dimension ``embed_dim``."""
+
+    def __init__(self, tower: nn.Module, embed_dim: int, losses: tuple[str, ...] = ("siglip", "siglip-regional")) -> None:
+        super().__init__()
+        config = tower.config
+        self.tower = tower
+        self.losses = losses
+        self.head = SiglipMultiheadAttentionPoolingHead(config)  # SigLIP's MAP head: a learned query attends
+        self.proj = nn.Linear(config.hidden_size, embed_dim)
+        self.region_proj = nn.Linear(config.hidden_size, embed_dim)
+        # The text encoder stays frozen; a linear adapter on its output (identity at the start) lets training spread
+        # MiniLM's embeddings of our near-identical phrases ("a small red circle" / "a small red square": cosine
+        # ~0.8) apart, which SigLIP's learnable temperature alone does only over far longer schedules than ours.
+        self.text_adapter = nn.Linear(embed_dim, embed_dim)
+        with torch.no_grad():
+            self.text_adapter.weight.copy_(torch.eye(embed_dim))
+            self.text_adapter.bias.zero_()
+        n_shapes, n_colours, n_sizes = len(SHAPES) + 1, len(COLOURS), len(SIZES)
+        self.attribute_split = (n_shapes, n_colours, n_sizes)
+        self.cell_head = nn.Linear(config.hidden_size, n_shapes + n_colours + n_sizes)
+        self.digit_head = nn.Linear(config.hidden_size, 10)
+        # SigLIP initialises t' = log 10 and b = -10 so that the many negatives start near zero loss.
+        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.bias = nn.Parameter(torch.tensor(-10.0))
+        self.region_bias = nn.Parameter(torch.tensor(-10.0))
+        self.register_buffer("cells", cell_weights(int(config.image_size), int(config.patch_size)), persistent=False)
+
+    def train_heads(self) -> None:
+        """Make the scaffolding of the requested losses trainable and the rest frozen (DDP needs every trainable
+        parameter to get a gradient). The tower's own trainability is the stage's to set."""
+        unused = {"siglip-regional": ("region_proj.", "region_bias"), "attributes": ("cell_head.", "digit_head.")}
+        skip = tuple(p for loss, prefixes in unused.items() if loss not in self.losses for p in prefixes)
+        for name, param in self.named_parameters():
+            if not name.startswith("tower."):
+                param.requires_grad_(not name.startswith(skip))
+
+    def text(self, emb: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_adapter(emb), dim=-1)
+
+    def forward(self, batch: ContrastiveBatch) -> dict[str, torch.Tensor]:
+        out = self.tower(batch.pixel_values, output_hidden_states=True)
+        pooled = self.head(out.last_hidden_state)  # [B, hidden]
+        terms = {"siglip": sigmoid_loss(self.proj(pooled), self.text(batch.text_emb), batch.labels, self.log_scale,
+                                        self.bias)}
+        # The LM reads the last layer's patch tokens (before post_layernorm): the cell terms train exactly those.
+        tokens = out.hidden_states[-1]  # [B, patches, hidden]
+        regions = torch.einsum("rp,bph->brh", self.cells.to(tokens.dtype), tokens)  # [B, cells, hidden]
+        if "siglip-regional" in self.losses:
+            # sigmoid_loss averages over its rows (cells); times cells per image it sums per image, as "siglip" does.
+            terms["siglip-regional"] = sigmoid_loss(
+                self.region_proj(regions.flatten(0, 1)), self.text(batch.region_emb), batch.region_labels,
+                self.log_scale, self.region_bias) * self.cells.shape[0]
+        if "attributes" in self.losses:
+            logits = self.cell_head(regions).split(self.attribute_split, dim=-1)
+            terms["attributes"] = sum(masked_ce(lg, batch.attributes[..., i]) for i, lg in enumerate(logits)) \
+                + masked_ce(self.digit_head(pooled), batch.digits)
+        return terms
+
+
+class LanguageModeling(nn.Module):
+    """LLaVA forward with the LM head applied only where labels exist ("ce": caption or answer tokens)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: LMBatch) -> dict[str, torch.Tensor]:
+        out = self.model.model(input_ids=batch.input_ids, pixel_values=batch.pixel_values,
+                               attention_mask=batch.attention_mask, use_cache=False)
+        return {"ce": next_token_ce(out.last_hidden_state, batch.labels, self.model.lm_head)}
