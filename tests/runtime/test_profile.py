@@ -63,6 +63,10 @@ def test_empty_file_non_mapping_and_bad_yaml(tmp_path):
         read_profile(write(tmp_path, "name: [unclosed\n"))
     with pytest.raises(ProfileError, match="cannot be read"):
         read_profile(tmp_path / "missing.yaml")
+    with pytest.raises(ProfileError, match="duplicate key 'name'"):  # yaml.safe_load would keep the last one
+        read_profile(write(tmp_path, "name: a\nname: b\n"))
+    with pytest.raises(ProfileError, match="alias"):  # no billion-laughs expansion
+        read_profile(write(tmp_path, "a: &x [1, 2]\nb: *x\n"))
 
 
 def test_semantic_rules(tmp_path):

@@ -34,6 +34,8 @@ def test_registry_is_keyed_by_name_and_covers_every_loader():
         "spec-yaml",
         "cli-run",
         "generate-options",
+        "device-profile",
+        "train-recipe",
     } <= set(FUZZ_TARGETS)
 
 

@@ -22,8 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from edgelmm import strict_yaml
 from edgelmm.errors import ProfileError, SpecError
 from edgelmm.registry import lookup
 from edgelmm.specs import SPEC, GraphRole, Precision, from_dict, to_dict
@@ -387,9 +386,11 @@ def read_profile(path: str | os.PathLike[str]) -> DeviceProfile:
     if size > MAX_PROFILE_BYTES:
         raise ProfileError(f"device profile '{path}' is {size} bytes; a profile is at most {MAX_PROFILE_BYTES}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"device profile '{path}' is not valid YAML: {' '.join(str(exc).split())}") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"device profile '{path}' cannot be read: {exc.strerror}") from None
+    # strict: no aliases (billion laughs), no duplicate keys (which the last one would silently win), no NaN
+    data = strict_yaml.load(raw, where=f"device profile {path}", error=ProfileError)
     if data is None:
         raise ProfileError(f"device profile '{path}' is empty")
     return parse_profile(data, where=str(path), expect_name=path.stem)

@@ -28,6 +28,7 @@ from edgelmm.runtime.manifest import MANIFEST_NAME, parse_manifest, read_manifes
 from edgelmm.runtime.onnx_proto import check_graph_file
 from edgelmm.runtime.pipeline import Pipeline
 from edgelmm.runtime.preprocess import preprocess
+from edgelmm.runtime.profile import load_profile, read_profile
 from edgelmm.runtime.prompt import MAX_PROMPT_CHARS, PromptBuilder
 from edgelmm.runtime.sessions import SessionConfig, open_cpu_session
 from edgelmm.runtime.tokenizer import Tokenizer
@@ -403,6 +404,35 @@ def _spec_yaml_seed(ctx: FuzzContext) -> dict[str, Any]:
     return to_dict(GenerationSpec(max_new_tokens=32, temperature=0.7, top_k=40, top_p=0.9, stop=("\n\n",), seed=1))
 
 
+# -- device profiles and training recipes (issues 7 and 9) -----------------------------------------------------
+
+FUZZ_PROFILE = "fuzz-device"  # read_profile requires the file stem to equal the profile's name
+
+
+def _device_profile(ctx: FuzzContext, data: bytes) -> Any:
+    path = ctx.path(f"device-profile/{FUZZ_PROFILE}.yaml")
+    path.write_bytes(data)
+    return read_profile(path)
+
+
+def _device_profile_seed(ctx: FuzzContext) -> dict[str, Any]:
+    """A shipped profile (QNN, XNNPACK and CPU fallbacks, budget, context), renamed to the fuzz file's stem."""
+    return {**to_dict(load_profile("snapdragon-8-gen3")), "name": FUZZ_PROFILE}
+
+
+def _train_recipe(ctx: FuzzContext, data: bytes) -> Any:
+    """What `edgelmm train --config recipe.yaml` does before any torch import: strict YAML, then from_dict."""
+    from edgelmm.train.specs import RecipeSpec
+
+    return from_dict(RecipeSpec, strict_yaml.load(data, where="recipe.yaml", error=SpecError), where="recipe.yaml")
+
+
+def _train_recipe_seed(ctx: FuzzContext) -> dict[str, Any]:
+    from edgelmm.train.imp_presets import full
+
+    return to_dict(full())
+
+
 # -- `edgelmm run` argv -------------------------------------------------------------------------------------------
 
 RUN_FLAGS = (
@@ -630,6 +660,22 @@ FUZZ_TARGETS: dict[str, FuzzTarget] = {
             _spec_yaml,
             lambda ctx: s.yaml_cases(_spec_yaml_seed(ctx)),
             "YAML spec text -> strict_yaml.load + from_dict (the device-profile / recipe path)",
+            seeds=lambda ctx: [t.encode("utf-8", "surrogatepass") for t in s.YAML_ATTACKS],
+            from_bytes=True,
+        ),
+        FuzzTarget(
+            "device-profile",
+            _device_profile,
+            lambda ctx: s.yaml_cases(_device_profile_seed(ctx)),
+            "device profile YAML file -> runtime.profile.read_profile",
+            seeds=lambda ctx: [t.encode("utf-8", "surrogatepass") for t in s.YAML_ATTACKS],
+            from_bytes=True,
+        ),
+        FuzzTarget(
+            "train-recipe",
+            _train_recipe,
+            lambda ctx: s.yaml_cases(_train_recipe_seed(ctx)),
+            "training recipe YAML (edgelmm train --config) -> strict_yaml + from_dict(RecipeSpec)",
             seeds=lambda ctx: [t.encode("utf-8", "surrogatepass") for t in s.YAML_ATTACKS],
             from_bytes=True,
         ),
