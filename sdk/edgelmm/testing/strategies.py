@@ -133,6 +133,9 @@ def apply_json_ops(doc: Any, ops: Sequence[tuple[str, int, int, Any]]) -> Any:
     """
     doc = copy.deepcopy(doc)
     for kind, target, other, value in ops:
+        # hypothesis may hand the same object to two ops: inserting it twice (or into itself) made a cycle that
+        # _nodes then recursed through forever (found by the device-profile target)
+        value = copy.deepcopy(value)
         nodes = _nodes(doc)
         path = nodes[target % len(nodes)]
         if kind == "copy":
