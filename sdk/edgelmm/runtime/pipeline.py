@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -266,17 +267,11 @@ class Pipeline:
         if len(images) > MAX_IMAGES_PER_PROMPT:
             raise InputError(f"{len(images)} images given; the limit is {MAX_IMAGES_PER_PROMPT} per prompt")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
-        if self._owner == threading.get_ident():  # re-entry from a stream callback would deadlock on the lock
-            raise InputError("generate() was called from its own stream callback; call it after the first returns")
-        with self._lock:
-            self._owner = threading.get_ident()
-            try:
-                start = time.perf_counter()
-                tiles = self.prepare_images(images) if images else []
-                ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
-                return self._generate(ids, tiles, spec, stream, start)
-            finally:
-                self._owner = None
+        with self._exclusive("generate()"):
+            start = time.perf_counter()
+            tiles = self.prepare_images(images) if images else []
+            ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
+            return self._generate(ids, tiles, spec, stream, start)
 
     def generate_ids(
         self,
@@ -299,12 +294,18 @@ class Pipeline:
         if ids.min() < 0 or ids.max() >= vocab:
             raise InputError(f"prompt_ids must lie in [0, {vocab}); got {ids.min()}..{ids.max()}")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
+        with self._exclusive("generate_ids()"):
+            return self._generate(PromptIds(ids.astype(np.int64), ()), [], spec, stream, time.perf_counter())
+
+    @contextlib.contextmanager
+    def _exclusive(self, call: str) -> Iterator[None]:
+        """Hold the pipeline's lock (one KV cache); refuse re-entry from a stream callback, which would deadlock."""
         if self._owner == threading.get_ident():
-            raise InputError("generate_ids() was called from its own stream callback; call it after the first returns")
+            raise InputError(f"{call} was called from its own stream callback; call it after the first returns")
         with self._lock:
             self._owner = threading.get_ident()
             try:
-                return self._generate(PromptIds(ids.astype(np.int64), ()), [], spec, stream, time.perf_counter())
+                yield
             finally:
                 self._owner = None
 
