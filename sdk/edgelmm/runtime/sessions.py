@@ -144,9 +144,9 @@ def _create(model: Path, so: ort.SessionOptions, providers: list[Any] | None, sp
     return GraphSession(session=session, provider=provider.ort_name, placement=placement)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, limit: int = 240) -> str:
     text = str(exc).strip().split("\n")[0]
-    return " ".join(text.split())[:240]
+    return " ".join(text.split())[:limit]
 
 
 def _is_unloadable(message: str) -> bool:
@@ -264,5 +264,4 @@ def graph_errors(name: str) -> Iterator[None]:
     try:
         yield
     except (*_ORT_ERRORS, RuntimeError) as exc:
-        message = str(exc).split("\n")[0][:300]
-        raise GraphRunError(f"graph '{name}' failed while running: {message}") from None
+        raise GraphRunError(f"graph '{name}' failed while running: {_first_line(exc, 300)}") from None

@@ -581,6 +581,12 @@ def _options(ctx: FuzzContext, case: tuple) -> Any:
     return ctx.text_pipeline.generate("hi", **options)
 
 
+def _yaml_target(name: str, load: Any, seed: Any, what: str) -> FuzzTarget:
+    """A spec-file loader fed YAML bytes: its seed document mutated and dumped, byte-mutated, and the YAML attacks."""
+    return FuzzTarget(name, load, lambda ctx: s.yaml_cases(seed(ctx)), what,
+                      seeds=lambda ctx: [t.encode("utf-8", "surrogatepass") for t in s.YAML_ATTACKS], from_bytes=True)
+
+
 FUZZ_TARGETS: dict[str, FuzzTarget] = {
     t.name: t
     for t in (
@@ -655,30 +661,12 @@ FUZZ_TARGETS: dict[str, FuzzTarget] = {
             seeds=lambda ctx: [(ctx.bundle / "tokenizer.json").read_bytes()],
             from_bytes=True,
         ),
-        FuzzTarget(
-            "spec-yaml",
-            _spec_yaml,
-            lambda ctx: s.yaml_cases(_spec_yaml_seed(ctx)),
-            "YAML spec text -> strict_yaml.load + from_dict (the device-profile / recipe path)",
-            seeds=lambda ctx: [t.encode("utf-8", "surrogatepass") for t in s.YAML_ATTACKS],
-            from_bytes=True,
-        ),
-        FuzzTarget(
-            "device-profile",
-            _device_profile,
-            lambda ctx: s.yaml_cases(_device_profile_seed(ctx)),
-            "device profile YAML file -> runtime.profile.read_profile",
-            seeds=lambda ctx: [t.encode("utf-8", "surrogatepass") for t in s.YAML_ATTACKS],
-            from_bytes=True,
-        ),
-        FuzzTarget(
-            "train-recipe",
-            _train_recipe,
-            lambda ctx: s.yaml_cases(_train_recipe_seed(ctx)),
-            "training recipe YAML (edgelmm train --config) -> strict_yaml + from_dict(RecipeSpec)",
-            seeds=lambda ctx: [t.encode("utf-8", "surrogatepass") for t in s.YAML_ATTACKS],
-            from_bytes=True,
-        ),
+        _yaml_target("spec-yaml", _spec_yaml, _spec_yaml_seed,
+                     "YAML spec text -> strict_yaml.load + from_dict (the device-profile / recipe path)"),
+        _yaml_target("device-profile", _device_profile, _device_profile_seed,
+                     "device profile YAML file -> runtime.profile.read_profile"),
+        _yaml_target("train-recipe", _train_recipe, _train_recipe_seed,
+                     "training recipe YAML (edgelmm train --config) -> strict_yaml + from_dict(RecipeSpec)"),
         FuzzTarget("cli-run", _cli, _cli_cases, "`edgelmm run` argv -> exit code + one stderr line"),
         FuzzTarget("generate-options", _options, _options_cases, "Pipeline.generate(**options)"),
     )
