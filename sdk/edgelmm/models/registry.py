@@ -61,7 +61,7 @@ MODELS: dict[str, ModelEntry] = {
         name="smol-vqa",
         kind=ModelKind.LLAVA,
         build="edgelmm.models.lmm:build_smol_vqa",
-        description="trained SigLIP-architecture tower (64 px, patch 16) + MLP + SmolLM2-135M-Instruct (LoRA merged)",
+        description="trained SigLIP-architecture tower (96 px, patch 32: 9 visual tokens) + MLP + SmolLM2-135M-Instruct (LoRA merged)",
         base_lm="smollm2-135m",
     ),
     # The same architecture before training: what the imp recipe starts from, and the "untrained tower" baseline.
