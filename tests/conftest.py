@@ -59,6 +59,15 @@ def smollm2_bundle(smollm2, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smol_vqa(tmp_path_factory):
+    """(LoadedModel, fp32 bundle) of the registry's smol-vqa: the shipped trained weights on the real SmolLM2."""
+    from edgelmm.models.registry import build_model
+
+    loaded = build_model("smol-vqa")
+    return loaded, _export(loaded, tmp_path_factory.mktemp("bundles") / "smol-vqa")
+
+
+@pytest.fixture(scope="session")
 def smollm2_int4_bundle(smollm2, tmp_path_factory) -> Path:
     """SmolLM2 with int4 weights (decoder MatMulNBits, embedding GatherBlockQuantized), default block/accuracy."""
     from edgelmm.export.exporter import ExportOptions, export_model

@@ -33,17 +33,6 @@ def test_smollm2_greedy_64_tokens_equal_transformers(smollm2, smol_pipe, prompt)
     assert smol_pipe.generate(prompt, max_new_tokens=64).token_ids == expected
 
 
-@pytest.fixture(scope="module")
-def smol_vqa(tmp_path_factory):
-    from edgelmm.export.exporter import export_model
-    from edgelmm.models.registry import build_model
-
-    loaded = build_model("smol-vqa")
-    out = tmp_path_factory.mktemp("bundles") / "smol-vqa"
-    export_model(loaded, out)
-    return loaded, out
-
-
 def test_smol_vqa_bundle_logits_match_torch(smol_vqa, sample_images):
     """Figure 3: vision + embedding + merge + decoder through the runtime vs the torch LLaVA, every position."""
     from edgelmm.export.validate import TOLERANCES
