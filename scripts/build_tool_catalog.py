@@ -113,11 +113,15 @@ def build() -> dict:
     }
 
 
+def render() -> str:
+    return json.dumps(build(), indent=1, ensure_ascii=False) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with the shipped file instead of writing it")
     args = parser.parse_args()
-    text = json.dumps(build(), indent=1, ensure_ascii=False) + "\n"
+    text = render()
     if args.check:
         same = OUT.read_text() == text
         print("up to date" if same else f"{OUT} differs from what this transformers builds: rerun the script")

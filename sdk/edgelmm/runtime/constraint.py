@@ -128,6 +128,17 @@ class ChoiceTrie:
                 raise InputError(f"options {node.option!r:.40} and {option!r:.40} tokenize the same")
             node.option = option
 
+    def allowed(self, tokens: Sequence[int]) -> list[int]:
+        """The ids allowed after ``tokens`` (the answer so far), for step-by-step decoders such as transformers'
+        ``prefix_allowed_tokens_fn``: the children of its node, plus eos once an option is complete (only eos after
+        a sequence that left the trie, so such a decoder ends instead of wandering)."""
+        node = self.root
+        for token in tokens:
+            node = node.children.get(int(token))
+            if node is None:
+                return sorted(self.eos_ids)
+        return list(node.children) + (sorted(self.eos_ids) if node.option is not None else [])
+
     def opening(self) -> tuple[list[int], _Node]:
         """The tokens every option starts with (nothing to decide there) and the node after them.
 

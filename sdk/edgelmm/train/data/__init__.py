@@ -12,6 +12,7 @@ DATASETS: dict[str, Dataset] = {
     "shapes-compositional": ShapesDataset(compositional=True),
     "digits": DigitsDataset(),
     "tool-selection": ToolSelectionDataset(),
+    "tool-selection-blind": ToolSelectionDataset(blind=True),
 }
 
 __all__ = ["DATASETS", "Dataset", "Example", "normalise_answer"]

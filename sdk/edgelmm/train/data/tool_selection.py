@@ -21,6 +21,7 @@ import dataclasses
 import json
 
 import numpy as np
+from PIL import Image
 
 from edgelmm.train.data import tool_images
 from edgelmm.train.data.base import SPLIT_SIZE, Example, seed_for
@@ -30,6 +31,7 @@ INPUT_TYPES = ("scene", "digit", "text", "chart", "photo")
 HELD_OUT = 1
 """Templates per intent reserved for val/test (the last ones)."""
 NONE = "none"
+BLANK = Image.new("RGB", (tool_images.CANVAS, tool_images.CANVAS), (128, 128, 128))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,9 +144,14 @@ class _Draw:
 
 
 class ToolSelectionDataset:
-    name = "tool-selection"
+    """``blind``: the same examples with every image replaced by one grey square (the text-only baseline's data)."""
+
     version = "tool-selection-v1"
     splits = ("train", "val", "test")
+
+    def __init__(self, *, blind: bool = False) -> None:
+        self.blind = blind
+        self.name = "tool-selection-blind" if blind else "tool-selection"
 
     def example(self, split: str, index: int) -> ToolExample:
         rng = np.random.default_rng([seed_for(split, index, self.splits), 0x7001])
@@ -157,7 +164,8 @@ class ToolSelectionDataset:
         else:
             answer = draw.valid[0]
         tasks = draw.intent.tools[draw.input_type]
-        return ToolExample(image=self._image(draw.input_type, split, rng), caption=f"a {draw.input_type} image",
+        image = self._image(draw.input_type, split, rng)  # drawn even when blind: the rng stays in step
+        return ToolExample(image=BLANK if self.blind else image, caption=f"a {draw.input_type} image",
                            phrases=(), question=draw.question, answer=json.dumps({"api_name": answer}),
                            kind=draw.intent.name, valid=draw.valid, tasks=tasks,
                            ambiguity=draw.intent.ambiguity, input_type=draw.input_type)
@@ -176,7 +184,7 @@ class ToolSelectionDataset:
         return _Draw(intent, input_type, question, self._valid(intent.tools[input_type]))
 
     @staticmethod
-    def _image(input_type: str, split: str, rng: np.random.Generator) -> object:
+    def _image(input_type: str, split: str, rng: np.random.Generator) -> Image.Image:
         seed = int(rng.integers(SPLIT_SIZE))
         if input_type in ("scene", "digit"):  # the source dataset's own split and seed ranges
             from edgelmm.train.data import DATASETS
