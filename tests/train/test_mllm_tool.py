@@ -53,7 +53,7 @@ def test_quick_run_saves_a_tool_model_with_its_catalog_and_eval(tmp_path):
     assert result["n"] == 4 and {"accuracy", "hallucination_rate", "format_accuracy", "by_ambiguity"} <= set(result)
     assert load_weights(out / "model").tools == load_catalog().ids
     steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in steps] == [0, 1, 2] and all(s["stage"] == "tool-instruct" for s in steps)
+    assert [s["step"] for s in steps] == [1, 2, 3] and all(s["stage"] == "tool-instruct" for s in steps)
 
 
 @pytest.mark.slow
