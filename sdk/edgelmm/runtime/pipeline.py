@@ -119,6 +119,7 @@ class Pipeline:
         self._owner: int | None = None
         self._tries: dict[Choice, ChoiceTrie] = {}
         """Compiled constraints, most recent last (a demo or an eval reuses one Choice for every call)."""
+        self._tries_lock = threading.Lock()  # compile() is public: callers outside generate()'s lock share the cache
         self.load_peak_rss_mb = peak_rss_mb()
         """Measured peak RSS once loaded (compare with ``plan.estimate``, which adds KV cache and activations)."""
 
@@ -322,12 +323,13 @@ class Pipeline:
 
     def compile(self, constraint: Choice) -> ChoiceTrie:
         """``constraint``'s token trie under this bundle's tokenizer (kept for the next call with the same Choice)."""
-        trie = self._tries.pop(constraint, None) or constraint.compile(
-            self.tokenizer.encode_untrusted, self.manifest.text.eos_token_ids)
-        self._tries[constraint] = trie
-        while len(self._tries) > 8:
-            del self._tries[next(iter(self._tries))]
-        return trie
+        with self._tries_lock:
+            trie = self._tries.pop(constraint, None) or constraint.compile(
+                self.tokenizer.encode_untrusted, self.manifest.text.eos_token_ids)
+            self._tries[constraint] = trie
+            while len(self._tries) > 8:
+                del self._tries[next(iter(self._tries))]
+            return trie
 
     def _generate(
         self, ids: PromptIds, tiles: list[ImageTiles], spec: GenerationSpec, stream: StreamCallback | None, t0: float,
