@@ -42,11 +42,18 @@ def train(config: str, out) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_quick_run_saves_a_tool_model_with_its_catalog_and_eval(tmp_path):
+@pytest.fixture(scope="module")
+def tool_run(tmp_path_factory):
+    """The quick preset on tiny-random (3 steps x 4 rows, eval on 4 val examples), run once."""
+    tmp = tmp_path_factory.mktemp("tool-run")
+    train(tiny_tool_config(tmp, "tiny-random", [{"task": "tool-selection", "split": "val", "n": 4}]), tmp / "run")
+    return tmp / "run"
+
+
+def test_quick_run_saves_a_tool_model_with_its_catalog_and_eval(tool_run):
     from edgelmm.models.weights import load_weights
 
-    out = tmp_path / "run"
-    train(tiny_tool_config(tmp_path, "tiny-random", [{"task": "tool-selection", "split": "val", "n": 4}]), out)
+    out = tool_run
     meta = json.loads((out / "model" / "meta.json").read_text())
     assert meta["tools"] == list(load_catalog().ids) and meta["lora"]["r"] == 32
     result = json.loads((out / "model" / "provenance.json").read_text())["eval"]["tool-selection:val"]
@@ -57,17 +64,19 @@ def test_quick_run_saves_a_tool_model_with_its_catalog_and_eval(tmp_path):
 
 
 @pytest.mark.slow
-def test_starting_from_an_imp_run_keeps_its_lora(tiny_run, tmp_path):
+def test_starting_from_a_trained_model_keeps_its_lora(tool_run, tmp_path):
+    """From a weights directory with LoRA (an Imp run's model/, here the quick run's): both adapters are kept."""
     from safetensors.torch import load_file
 
     from edgelmm.models.weights import load_weights
 
-    out = tmp_path / "from-imp"
-    train(tiny_tool_config(tmp_path, str(tiny_run / "model"), []), out)
-    imp_meta = json.loads((tiny_run / "model" / "meta.json").read_text())
+    base = tool_run / "model"
+    out = tmp_path / "from-trained"
+    train(tiny_tool_config(tmp_path, str(base), []), out)
+    imp_meta = json.loads((base / "meta.json").read_text())
     meta = json.loads((out / "model" / "meta.json").read_text())
     assert meta["lora"]["r"] == imp_meta["lora"]["r"] + 32 and meta["lora"]["alpha"] == meta["lora"]["r"]
-    imp_model, tool_model = load_weights(tiny_run / "model").model, load_weights(out / "model").model
+    imp_model, tool_model = load_weights(base).model, load_weights(out / "model").model
     tensors = load_file(str(out / "model" / "model.safetensors"))
     path = next(k for k in tensors if k.endswith("q_proj.lora_A"))[: -len(".lora_A")]
     r1 = imp_meta["lora"]["r"]
