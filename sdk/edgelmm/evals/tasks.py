@@ -49,6 +49,6 @@ TASKS: dict[str, EvalTask] = {
         evaluator="edgelmm.evals.tool_selection:evaluate_tools"),
     "tool-selection-blind": EvalTask(
         name="tool-selection-blind", dataset="tool-selection-blind", max_new_tokens=32,
-        description="tool-selection with a constant grey image: what the instruction alone decides",
+        description="tool-selection with plain grey images: what the instruction alone decides",
         evaluator="edgelmm.evals.tool_selection:evaluate_tools"),
 }

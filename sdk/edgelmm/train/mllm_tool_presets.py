@@ -56,7 +56,7 @@ def quick() -> RecipeSpec:
 
 
 def blind() -> RecipeSpec:
-    """The full recipe with every image replaced by a constant one: a text-only model of the same size and
+    """The full recipe with every image replaced by a plain grey square: a text-only model of the same size and
     training, the baseline the image model must beat on the ambiguous instructions."""
     spec = full()
     stage = dataclasses.replace(spec.stages[0], data=(DataSource(dataset="tool-selection-blind"),))

@@ -18,6 +18,7 @@ instructions, answered by their first valid id, with the whole valid set in ``va
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import numpy as np
@@ -31,7 +32,6 @@ INPUT_TYPES = ("scene", "digit", "text", "chart", "photo")
 HELD_OUT = 1
 """Templates per intent reserved for val/test (the last ones)."""
 NONE = "none"
-BLANK = Image.new("RGB", (tool_images.CANVAS, tool_images.CANVAS), (128, 128, 128))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,8 +143,15 @@ class _Draw:
     valid: tuple[str, ...]
 
 
+@functools.cache
+def _most_valid() -> int:
+    """The largest valid set of any (intent, input type): training rows accept an instruction with p = |valid| / this."""
+    return max(len(load_catalog().valid_ids(i.tools[t])) for family, _ in FAMILIES for i in family for t in i.tools)
+
+
 class ToolSelectionDataset:
-    """``blind``: the same examples with every image replaced by one grey square (the text-only baseline's data)."""
+    """``blind``: the same examples with every image replaced by a plain grey square (the text-only baseline's data:
+    the image says nothing about the answer)."""
 
     version = "tool-selection-v1"
     splits = ("train", "val", "test")
@@ -157,15 +164,18 @@ class ToolSelectionDataset:
         rng = np.random.default_rng([seed_for(split, index, self.splits), 0x7001])
         draw = self._draw(split, rng)
         if split == "train":  # a training row: instructions weighted by their number of valid ids (see module doc)
-            most = max(len(self._valid(i.tools[t])) for f, _ in FAMILIES for i in f for t in i.tools)
-            while rng.random() >= len(draw.valid) / most:
+            while rng.random() >= len(draw.valid) / _most_valid():
                 draw = self._draw(split, rng)
             answer = draw.valid[int(rng.integers(len(draw.valid)))]
         else:
             answer = draw.valid[0]
         tasks = draw.intent.tools[draw.input_type]
-        image = self._image(draw.input_type, split, rng)  # drawn even when blind: the rng stays in step
-        return ToolExample(image=BLANK if self.blind else image, caption=f"a {draw.input_type} image",
+        if self.blind:  # a plain grey square whose shade is drawn independently of the instruction and the image
+            shade = int(np.random.default_rng([seed_for(split, index, self.splits), 0xB11D]).integers(96, 160))
+            image = Image.new("RGB", (tool_images.CANVAS, tool_images.CANVAS), (shade,) * 3)
+        else:
+            image = self._image(draw.input_type, split, rng)
+        return ToolExample(image=image, caption=f"a {draw.input_type} image",
                            phrases=(), question=draw.question, answer=json.dumps({"api_name": answer}),
                            kind=draw.intent.name, valid=draw.valid, tasks=tasks,
                            ambiguity=draw.intent.ambiguity, input_type=draw.input_type)
