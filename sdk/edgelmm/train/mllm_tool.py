@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from edgelmm.errors import SpecError, TrainingError
 from edgelmm.models.loaded import LoadedModel
-from edgelmm.specs import ModelKind, Trainability
+from edgelmm.specs import ModelKind
 from edgelmm.train import checkpoint, imp, loop, trainability
 from edgelmm.train.data.collate import ChatCollator
 from edgelmm.train.data.stream import stage_batches
