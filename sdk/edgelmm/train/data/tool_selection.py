@@ -145,7 +145,7 @@ class _Draw:
 
 @functools.cache
 def _most_valid() -> int:
-    """The largest valid set of any (intent, input type): a training row keeps an instruction with p = |valid| / this."""
+    """The largest valid set of any (intent, input type): a training row keeps an instruction w.p. |valid| / this."""
     return max(len(load_catalog().valid_ids(i.tools[t])) for family, _ in FAMILIES for i in family for t in i.tools)
 
 
