@@ -216,10 +216,41 @@ def build_chat(ctx: Context) -> None:
     image.upload(check_upload, inputs=image, outputs=[image, ctx.error], preprocess=False)
 
 
+def build_tools(ctx: Context) -> None:
+    """Image + instruction -> the tool the model picks from the bundle's ``tools``, constrained or free decoding."""
+    engine = ctx.engine
+    with gr.Row():
+        with gr.Column(scale=2):
+            image = gr.Image(label="Image", type="filepath", sources=["upload", "webcam", "clipboard"], height=260,
+                             elem_id="tool-image")
+            instruction = gr.Textbox(label="Instruction", placeholder="What does this say?", elem_id="tool-prompt")
+            constrained = gr.Checkbox(value=True, label="Constrained decoding (always a listed tool)",
+                                      elem_id="tool-constrained")
+            pick = gr.Button("Pick a tool", variant="primary", elem_id="tool-pick")
+        with gr.Column(scale=3):
+            picked = gr.Textbox(label="Tool", interactive=False, elem_id="tool-picked")
+            raw = gr.Textbox(label="Model output", interactive=False, elem_id="tool-output")
+            stats = gr.Markdown("", elem_id="tool-metrics")
+
+    def choose(text: str, payload: dict | None, constrained_: bool) -> tuple[Any, Any, Any, str]:
+        try:
+            tool, result = engine.pick_tool(text, upload_path(payload), constrained=constrained_)
+        except Exception as exc:  # noqa: BLE001 - shown in the UI
+            return gr.skip(), gr.skip(), gr.skip(), error_html(_report(exc))
+        m = result.metrics
+        line = (f"{m.decode_steps} decoder steps after the prefill · {m.generated_tokens} tokens · "
+                f"TTFT {m.ttft_ms:.0f} ms · finish: {result.finish_reason}")
+        return tool or "(not a listed tool)", result.text, line, ""
+
+    gr.on([pick.click, instruction.submit], choose, inputs=[instruction, image, constrained],
+          outputs=[picked, raw, stats, ctx.error], concurrency_limit=1, preprocess=False)
+
+
 MODES: dict[str, Mode] = {
     "chat": Mode("chat", "Chat", lambda manifest: True, build_chat),
+    "tools": Mode("tools", "Tool selection", lambda manifest: bool(manifest.tools), build_tools),
 }
-"""One tab per mode the loaded bundle supports. Tool selection (issue 11: the picked tool and the valid set) and
+"""One tab per mode the loaded bundle supports. Tool selection shows when the manifest lists ``tools``;
 item recommendation (issue 12: pick items from the catalog) add entries here whose ``supported`` reads what their
 export writes into the manifest, and whose ``build`` lays out their tab from the same Context."""
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from edgelmm.errors import EdgelmmError, InputError
 from edgelmm.runtime import Manifest, Metrics, Pipeline, Result
+from edgelmm.runtime.constraint import Choice
 from edgelmm.runtime.preprocess import load_image
 from edgelmm.runtime.prompt import Message
 
@@ -206,3 +207,18 @@ class Engine:
         turn.metrics = result.metrics
         turn.finish_reason = result.finish_reason
         return turn
+
+    def pick_tool(self, prompt: str | None, image: str | None, *, constrained: bool = True) -> tuple[str, Result]:
+        """Tool selection (bundles whose manifest lists ``tools``): the picked tool id ("" if the answer does not
+        name one of them) and the Result. ``constrained``: decode under Choice(tools), so the answer is always one
+        of them, in the JSON frame, with fewer decoder steps; unconstrained shows what the model says on its own."""
+        turn = self.new_turn(prompt, image)
+        tools = self.manifest.tools
+        if not tools:
+            raise InputError(f"bundle '{self.manifest.model.name}' lists no tools (export a model trained with the "
+                             "mllm-tool recipe)")
+        choice = Choice(tools)
+        result = self.pipeline.generate(turn.prompt, images=[turn.image] if turn.image else [],
+                                        constraint=choice if constrained else None,
+                                        max_new_tokens=self.pipeline.compile(choice).max_tokens + 1)
+        return choice.parse(result.text.strip()) or "", result

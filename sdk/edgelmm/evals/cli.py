@@ -6,6 +6,7 @@ examples:
   edgelmm eval --model runs/imp --task shapes-compositional
   edgelmm eval --prior --task shapes          # the image-blind answer prior (most frequent answer per question)
   edgelmm eval --model runs/imp --perplexity  # text perplexity vs the base LM (did training keep the LM's text?)
+  edgelmm eval --bundle bundles/smol-vqa-tool --task tool-selection --constrained   # Choice over the catalog ids
   edgelmm eval --list
 """
 
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=500, help="number of examples (default 500)")
     p.add_argument("--batch-size", type=int, default=32, help="torch models: examples per generate call")
     p.add_argument("--threads", type=int, default=None, help="bundles: onnxruntime intra-op threads")
+    p.add_argument("--constrained", action="store_true",
+                   help="tool-selection: decode under a Choice over the catalog's tool ids (runtime/constraint.py)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
     p.add_argument("--list", action="store_true", help="print the task names and exit")
     p.add_argument("--perplexity", action="store_true",
@@ -67,7 +70,7 @@ def main(argv: Sequence[str]) -> int:
 
         answerer = TorchAnswerer(load_model(args.model))
     report = evaluate(answerer, args.task, split=args.split, n=args.n, batch_size=args.batch_size,
-                      progress=sys.stderr.isatty() and not args.json)
+                      progress=sys.stderr.isatty() and not args.json, constrained=args.constrained)
     print(json.dumps(report.to_dict()) if args.json else report.summary())
     return 0
 

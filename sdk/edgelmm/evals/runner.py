@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 from edgelmm.errors import SpecError
 from edgelmm.evals.tasks import TASKS, EvalTask
 from edgelmm.registry import lookup
+from edgelmm.runtime.constraint import Choice
 from edgelmm.train.data import DATASETS
 from edgelmm.train.data.base import Example, normalise_answer
 
@@ -24,8 +26,9 @@ from edgelmm.train.data.base import Example, normalise_answer
 class Answerer(Protocol):
     name: str
 
-    def answer(self, examples: Sequence[Example], max_new_tokens: int) -> list[str]:
-        """One answer per example (image + question), greedy."""
+    def answer(self, examples: Sequence[Example], max_new_tokens: int, constraint: Choice | None = None
+               ) -> list[str]:
+        """One answer per example (image + question), greedy; one of ``constraint``'s framed options if given."""
         ...
 
 
@@ -67,10 +70,19 @@ def examples(task: EvalTask, split: str, n: int, start: int = 0) -> list[Example
 
 
 def evaluate(answerer: Answerer, task_name: str, *, split: str | None = None, n: int = 500, batch_size: int = 32,
-             progress: bool = False, keep_mistakes: int = 10) -> EvalReport:
-    """Exact-match accuracy of ``answerer`` on the first ``n`` examples of ``split`` (default: the task's)."""
+             progress: bool = False, keep_mistakes: int = 10, constrained: bool = False) -> Any:
+    """Exact-match accuracy of ``answerer`` on the first ``n`` examples of ``split`` (default: the task's); a task
+    with its own ``evaluator`` (tool-selection) returns that evaluator's report. ``constrained``: decode under the
+    task's choice set (tasks with an evaluator that supports it)."""
     task = lookup(TASKS, task_name, what="task")
     split = split or task.default_split
+    if task.evaluator:
+        module, function = task.evaluator.split(":")
+        return getattr(importlib.import_module(module), function)(
+            answerer, task, split=split, n=n, batch_size=batch_size, progress=progress, constrained=constrained,
+            keep_mistakes=keep_mistakes)
+    if constrained:
+        raise SpecError(f"task '{task.name}' has no constrained mode")
     items = examples(task, split, n)
     started = time.perf_counter()
     per_kind: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
@@ -112,10 +124,18 @@ class BundleAnswerer:
 
         self.pipe = Pipeline.load(bundle, threads=threads)
         self.name = f"bundle:{Path(bundle).name}"
+        self.decode_steps: list[int] = []
+        """Decoder calls after the prefill, one entry per answer given so far."""
 
-    def answer(self, examples: Sequence[Example], max_new_tokens: int) -> list[str]:
-        return [self.pipe.generate(ex.question, images=[ex.image], max_new_tokens=max_new_tokens).text
-                for ex in examples]
+    def answer(self, examples: Sequence[Example], max_new_tokens: int, constraint: Choice | None = None
+               ) -> list[str]:
+        out = []
+        for ex in examples:
+            res = self.pipe.generate(ex.question, images=[ex.image], max_new_tokens=max_new_tokens,
+                                     constraint=constraint)
+            self.decode_steps.append(res.metrics.decode_steps)
+            out.append(res.text)
+        return out
 
 
 class PriorAnswerer:
@@ -136,5 +156,6 @@ class PriorAnswerer:
         self.by_kind = {k: c.most_common(1)[0][0] for k, c in by_kind.items()}
         self.name = f"answer-prior(n={n})"
 
-    def answer(self, examples: Sequence[Example], max_new_tokens: int) -> list[str]:
+    def answer(self, examples: Sequence[Example], max_new_tokens: int, constraint: Choice | None = None
+               ) -> list[str]:
         return [self.by_question.get(ex.question) or self.by_kind.get(ex.kind, "") for ex in examples]

@@ -29,6 +29,8 @@ class EvalTask:
     score: Callable[[str, Example], bool] = exact_match
     max_new_tokens: int = 8
     """Answers are a word or two; generation stops at end-of-turn long before this."""
+    evaluator: str = ""
+    """``module:function`` scoring the task its own way instead of exact match (imported when the task runs)."""
 
 
 TASKS: dict[str, EvalTask] = {
@@ -40,4 +42,13 @@ TASKS: dict[str, EvalTask] = {
         train_dataset="shapes"),
     "digits": EvalTask(name="digits", dataset="digits",
                        description="held-out scikit-learn digits, upscaled and augmented: which digit is this?"),
+    # MLLM-Tool's metrics (accuracy in the valid set, hallucination, format) by ambiguity and input type
+    "tool-selection": EvalTask(
+        name="tool-selection", dataset="tool-selection", max_new_tokens=32,
+        description="image + instruction -> {\"api_name\": <tool id>}; ambiguous instructions resolved by the image",
+        evaluator="edgelmm.evals.tool_selection:evaluate_tools"),
+    "tool-selection-blind": EvalTask(
+        name="tool-selection-blind", dataset="tool-selection-blind", max_new_tokens=32,
+        description="tool-selection with plain grey images: what the instruction alone decides",
+        evaluator="edgelmm.evals.tool_selection:evaluate_tools"),
 }

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from edgelmm.models.loaded import LoadedModel
+from edgelmm.runtime.constraint import Choice
 from edgelmm.specs import ModelKind
 from edgelmm.train.data.base import Example
 from edgelmm.train.data.collate import ChatCollator
@@ -68,7 +69,8 @@ class TorchAnswerer:
         return self.loaded.tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
     @torch.no_grad()
-    def answer(self, examples: Sequence[Example], max_new_tokens: int) -> list[str]:
+    def answer(self, examples: Sequence[Example], max_new_tokens: int, constraint: Choice | None = None
+               ) -> list[str]:
         prompts = [self._prompt(ex.question) for ex in examples]
         width = max(map(len, prompts))
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -82,6 +84,11 @@ class TorchAnswerer:
 
             pixels = preprocess([ex.image for ex in examples], self.loaded.preprocess)
             inputs["pixel_values"] = torch.from_numpy(pixels).to(self.device)
+        if constraint is not None:  # the runtime's trie, one token at a time: same answers, without its shortcuts
+            trie = constraint.compile(lambda text: self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"],
+                                      self.loaded.eos_token_ids)
+            inputs["prefix_allowed_tokens_fn"] = lambda _, row: trie.allowed(row[width:].tolist())
+            max_new_tokens = trie.max_tokens + 1
         out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                   eos_token_id=list(self.loaded.eos_token_ids), pad_token_id=self.pad_id)
         # The runtime's streaming decoder holds back an incomplete UTF-8 sequence at the end; transformers renders

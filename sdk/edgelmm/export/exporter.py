@@ -200,6 +200,7 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
             "passed": all(c.passed for c in cases),
         },
         provenance=_provenance(loaded, options, started),
+        tools=loaded.tools,
     )
     log(f"validated {len(cases)} cases against torch; writing manifest")
     return manifest

@@ -49,6 +49,8 @@ class LoadedModel:
     """How the chat template's image placeholder expands (manifest text.image_prompt)."""
     positions: PositionSpec = PositionSpec()
     """Decoder position-id scheme (manifest positions)."""
+    tools: tuple[str, ...] = ()
+    """Tool ids a tool-selection model (recipe mllm-tool) picks from; exported as manifest ``tools``."""
 
     @property
     def has_vision(self) -> bool:

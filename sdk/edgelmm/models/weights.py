@@ -65,6 +65,10 @@ def load_weights(directory: str | Path, *, name: str | None = None) -> LoadedMod
     if lora:
         merge_lora(model, tensors, scale=float(lora["alpha"]) / float(lora["r"]))
     model.eval()
+    if meta.get("tools"):  # a tool-selection model: its choice set travels to the bundle's manifest
+        import dataclasses
+
+        loaded = dataclasses.replace(loaded, tools=tuple(meta["tools"]))
     return loaded
 
 

@@ -310,6 +310,8 @@ class Manifest:
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     """edgelmm/torch/transformers/onnx/onnxruntime versions, git commit, export options, time."""
     created_by: str = "edgelmm export"
+    tools: tuple[str, ...] = ()
+    """Tool ids of a tool-selection model (MLLM-Tool): the demo's tool mode decodes under Choice(tools)."""
 
     @property
     def has_vision(self) -> bool:
@@ -374,6 +376,8 @@ def check_invariants(manifest: Manifest, *, where: str = MANIFEST_NAME) -> None:
     """Cross-field rules: required graphs, file listing, widths that must agree (llama.cpp's mmproj rule)."""
     problems: list[str] = []
     graphs = manifest.graphs
+    if len(set(manifest.tools)) != len(manifest.tools) or not all(0 < len(t) <= 512 for t in manifest.tools):
+        problems.append("tools must be distinct ids of 1..512 characters")
     for role in (GraphRole.TOKEN_EMBEDDING, GraphRole.DECODER):
         if role not in graphs:
             problems.append(f"graph '{role}' is missing")

@@ -52,6 +52,8 @@ class Metrics:
     """All decode steps after the first token."""
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    decode_steps: int = 0
+    """Decoder calls after the prefill (one per generated token but the first, unless a constraint skips them)."""
     images: int = 0
     peak_rss_mb: float = 0.0
     providers: dict[str, str] = dataclasses.field(default_factory=dict)

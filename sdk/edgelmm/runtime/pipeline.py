@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgelmm.errors import BundleError, InputError, SpecError
+from edgelmm.runtime.constraint import Choice, ChoiceTrie, choice_loop
 from edgelmm.runtime.decoding import BoundEmbedding, open_decoder
 from edgelmm.runtime.generate import StreamCallback, token_loop
 from edgelmm.runtime.manifest import Manifest, safe_path, verify_files, verify_graphs
@@ -49,6 +50,7 @@ class Result:
     """Generated ids, the eos id included when generation ended on it (as transformers' generate)."""
     metrics: Metrics
     finish_reason: str
+    """"eos", "stop" (a stop string), "length", or "choice" (a constrained generation completed its option)."""
     prompt_tokens: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +117,9 @@ class Pipeline:
         """Serialises generate(): one decoder KV cache per pipeline. Encode/embed calls need no lock (sessions are
         thread-safe); build one Pipeline per concurrent conversation for parallelism."""
         self._owner: int | None = None
+        self._tries: dict[Choice, ChoiceTrie] = {}
+        """Compiled constraints, most recent last (a demo or an eval reuses one Choice for every call)."""
+        self._tries_lock = threading.Lock()  # compile() is public: callers outside generate()'s lock share the cache
         self.load_peak_rss_mb = peak_rss_mb()
         """Measured peak RSS once loaded (compare with ``plan.estimate``, which adds KV cache and activations)."""
 
@@ -256,9 +261,16 @@ class Pipeline:
         stream: StreamCallback | None = None,
         config: GenerationSpec | None = None,
         chat: bool = True,
+        constraint: Choice | None = None,
         **options: Any,
     ) -> Result:
-        """Answer ``prompt`` about ``images``; greedy unless temperature > 0 (see GenerationSpec for options)."""
+        """Answer ``prompt`` about ``images``; greedy unless temperature > 0 (see GenerationSpec for options).
+
+        ``constraint``: a :class:`~edgelmm.runtime.constraint.Choice`; the answer is then always one of its framed
+        options, complete (max_new_tokens and stop strings do not cut it), and ``finish_reason`` is "choice".
+        """
+        if constraint is not None and not isinstance(constraint, Choice):
+            raise InputError(f"constraint must be a Choice, got {type(constraint).__name__}")
         if stream is not None and not callable(stream):
             raise InputError(f"stream must be a callable taking each new piece of text, got {type(stream).__name__}")
         if images is not None and (isinstance(images, str | bytes) or not isinstance(images, Sequence)):
@@ -271,7 +283,7 @@ class Pipeline:
             start = time.perf_counter()
             tiles = self.prepare_images(images) if images else []
             ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
-            return self._generate(ids, tiles, spec, stream, start)
+            return self._generate(ids, tiles, spec, stream, start, constraint)
 
     def generate_ids(
         self,
@@ -309,11 +321,27 @@ class Pipeline:
             finally:
                 self._owner = None
 
+    def compile(self, constraint: Choice) -> ChoiceTrie:
+        """``constraint``'s token trie under this bundle's tokenizer (kept for the next call with the same Choice)."""
+        with self._tries_lock:
+            trie = self._tries.pop(constraint, None) or constraint.compile(
+                self.tokenizer.encode_untrusted, self.manifest.text.eos_token_ids)
+            self._tries[constraint] = trie
+            while len(self._tries) > 8:
+                del self._tries[next(iter(self._tries))]
+            return trie
+
     def _generate(
-        self, ids: PromptIds, tiles: list[ImageTiles], spec: GenerationSpec, stream: StreamCallback | None, t0: float
+        self, ids: PromptIds, tiles: list[ImageTiles], spec: GenerationSpec, stream: StreamCallback | None, t0: float,
+        constraint: Choice | None = None,
     ) -> Result:
         """Encode images, prefill, decode. ``t0``: perf_counter() at the call, the origin of TTFT."""
         metrics = self._load_metrics(len(tiles))
+        trie, opening, start = None, [], None
+        if constraint is not None:  # the frame's common opening needs no decision: prefill it with the prompt
+            trie = self.compile(constraint)
+            opening, start = trie.opening()
+            ids = PromptIds(np.concatenate([ids.ids, np.asarray(opening, np.int64)]), ids.image_slots)
         room = self.max_context - len(ids)
         if room < 1:  # the bundle's own cap is checked by the prompt builder; this is the profile's lower one
             owner = f"profile '{self.profile.name}'" if self.profile else "this pipeline"
@@ -328,28 +356,45 @@ class Pipeline:
         metrics.preprocess_ms = (t2 - t0) * 1e3 - metrics.vision_ms
         positions = prompt_positions(self.manifest.positions, len(ids), ids.image_slots)
         max_new = min(spec.max_new_tokens, room)
+        if trie is not None:
+            max_new = trie.max_tokens - len(opening)
+            if max_new > room:
+                raise InputError(f"prompt is {len(ids)} tokens; the longest option needs {max_new} more and the "
+                                 f"context is {self.max_context}")
         first_logits = self._prefill(self.prompt_embeds(ids, features), positions, len(ids) + max_new)
         metrics.prefill_ms = (time.perf_counter() - t2) * 1e3
+        steps = 0
 
         def step(token: int) -> np.ndarray:
+            nonlocal steps
+            steps += 1
             return self.decoder.forward(self._embed_token(token))
 
-        loop = token_loop(
-            first_logits,
-            step,
-            spec=spec,
-            max_new_tokens=max_new,
-            eos_ids=frozenset(self.manifest.text.eos_token_ids),
-            prompt_ids=ids.ids,
-            tokenizer=self.tokenizer,
-            stream=stream,
-        )
+        if trie is not None:
+            loop = choice_loop(
+                trie, start, first_logits, lambda tokens: self.decoder.forward(self.embed(np.asarray(tokens))),
+                spec=spec, prompt_ids=ids.ids[: len(ids) - len(opening)], opening=opening,
+                decode=self.tokenizer.decode, stream=stream)
+            steps = loop.decode_steps
+        else:
+            loop = token_loop(
+                first_logits,
+                step,
+                spec=spec,
+                max_new_tokens=max_new,
+                eos_ids=frozenset(self.manifest.text.eos_token_ids),
+                prompt_ids=ids.ids,
+                tokenizer=self.tokenizer,
+                stream=stream,
+            )
+        metrics.decode_steps = steps
         metrics.ttft_ms = (loop.first_token_at - t0) * 1e3
         metrics.decode_ms = loop.decode_s * 1e3
-        metrics.prompt_tokens = len(ids)
+        prompt_tokens = len(ids) - len(opening)  # the opening is part of the answer, prefilled with the prompt
+        metrics.prompt_tokens = prompt_tokens
         metrics.generated_tokens = len(loop.token_ids)
         metrics.peak_rss_mb = peak_rss_mb()
-        return Result(loop.text, loop.token_ids, metrics, loop.finish_reason, len(ids))
+        return Result(loop.text, loop.token_ids, metrics, loop.finish_reason, prompt_tokens)
 
 
 def _warn_fallbacks(profile: DeviceProfile | None, sessions: dict[GraphRole, GraphSession]) -> None:

@@ -48,6 +48,14 @@ RECIPES: dict[str, RecipeEntry] = {
         presets_module="edgelmm.train.imp_presets",
         description="SigLIP tower pretraining, then Imp's two stages (connector; connector + LoRA) -> smol-vqa",
     ),
+    # MLLM-Tool (arXiv 2401.10727, MLLM-Tool/MLLM-Tool): one instruction-tuning stage, projection + LoRA (r 32,
+    # alpha 32, q/k/v/o), answers {'api_name': <tool>}, one row per valid tool; here on smol-vqa and our catalog.
+    "mllm-tool": RecipeEntry(
+        name="mllm-tool",
+        module="edgelmm.train.mllm_tool",
+        presets_module="edgelmm.train.mllm_tool_presets",
+        description="connector + LoRA fine-tune of smol-vqa to pick tools: {\"api_name\": <id>} (tool-selection)",
+    ),
 }
 
 
