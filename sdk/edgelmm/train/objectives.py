@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.siglip.modeling_siglip import SiglipMultiheadAttentionPoolingHead
 
+from edgelmm.errors import TrainingError
 from edgelmm.train.data.base import GRID
 from edgelmm.train.data.shapes import COLOURS, SHAPES, SIZES
 from edgelmm.train.data.collate import ContrastiveBatch, LMBatch
@@ -155,7 +156,7 @@ class Distillation(nn.Module):
         if "rdist" in self.losses:
             rows = int(visual.sum(dim=1)[0])
             if not bool((visual.sum(dim=1) == rows).all()):
-                raise ValueError("rdist needs the same number of visual tokens in every sequence of a batch")
+                raise TrainingError("rdist needs the same number of visual tokens in every sequence of a batch")
             terms["rdist"] = rdist(student[visual].view(-1, rows, student.shape[-1]),
                                    teacher[visual].view(-1, rows, teacher.shape[-1]))
         return terms
