@@ -142,6 +142,11 @@ def _load_snapshot(state: State, tensors: dict[str, torch.Tensor], stage_index: 
             trainability.apply(state.model, stage.trainability, stage.lora)  # injects the adapters to load into
     params = dict(state.model.named_parameters())
     params.update({HEAD_PREFIX + n: p for n, p in state.contrastive.named_parameters()})
+    copy_into(params, tensors)
+
+
+def copy_into(params: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
+    """Copy checkpoint ``tensors`` into the recipe's ``params`` by name; a name it does not build is an error."""
     unknown = sorted(set(tensors) - set(params))
     if unknown:
         raise TrainingError(f"the checkpoint holds tensors this recipe does not build, e.g. '{unknown[0]}'")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from edgelmm.errors import SpecError, TrainingError
+from edgelmm.errors import SpecError
 from edgelmm.models.loaded import LoadedModel
 from edgelmm.models.registry import MODELS, build_model
 from edgelmm.models.student import build_student
@@ -26,7 +26,7 @@ from edgelmm.train import checkpoint, loop, trainability
 from edgelmm.train.data import DATASETS
 from edgelmm.train.data.collate import ChatCollator
 from edgelmm.train.data.stream import stage_batches
-from edgelmm.train.imp import provenance_record, run_stages, vision_config_dict
+from edgelmm.train.imp import copy_into, provenance_record, run_stages, vision_config_dict
 from edgelmm.train.llava_kd_presets import DISTILL_TERMS
 from edgelmm.train.objectives import Distillation, LanguageModeling
 from edgelmm.train.specs import RecipeSpec, StageSpec
@@ -76,7 +76,7 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
     state = State(spec=spec, ctx=ctx, loaded=student, teacher=teacher, collator=collator, base_lm=entry.base_lm,
                   resume=resume)
     if resume is not None:
-        _load_snapshot(state, resume["tensors"])
+        copy_into(dict(student.model.named_parameters()), resume["tensors"])
     student.model.to(ctx.dist.device)
     teacher.model.to(ctx.dist.device)
     return state
@@ -111,16 +111,6 @@ def trained_tensors(state: State) -> dict[str, torch.Tensor]:
     return {n: p for n, p in state.model.named_parameters() if n.startswith((TOWER, CONNECTOR, *LM))}
 
 
-def _load_snapshot(state: State, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(state.model.named_parameters())
-    unknown = sorted(set(tensors) - set(params))
-    if unknown:
-        raise TrainingError(f"the checkpoint holds tensors this recipe does not build, e.g. '{unknown[0]}'")
-    with torch.no_grad():
-        for name, value in tensors.items():
-            params[name].copy_(value)
-
-
 def save(state: State, out_dir: Path) -> Path:
     """Write the student as a weights directory (models/weights.py): fp16 tower + connector + the cut LM."""
     from edgelmm.models.weights import FORMAT, SCHEMA_VERSION
@@ -140,6 +130,3 @@ def save(state: State, out_dir: Path) -> Path:
     directory = Path(out_dir)
     checkpoint.save(directory, tensors, meta, files={"provenance.json": json.dumps(provenance, indent=2) + "\n"})
     return directory
-
-
-
