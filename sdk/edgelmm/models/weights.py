@@ -67,7 +67,8 @@ def load_weights(directory: str | Path, *, name: str | None = None) -> LoadedMod
     missing = [k for k in model.state_dict() if k.startswith(TRAINED_PREFIXES) and k not in trained]
     if missing:
         raise BundleError(f"'{directory}' lacks {len(missing)} tower/connector tensors, e.g. {missing[0]}")
-    lm_tensors = {k: v.float() for k, v in tensors.items() if k.startswith(LM_PREFIXES)}
+    lm_tensors = {k: v.float() for k, v in tensors.items()
+                  if k.startswith(LM_PREFIXES) and not k.endswith((".lora_A", ".lora_B"))}  # LoRA merges below
     if lm_tensors:  # a fully trained LM replaces the base LM's weights, all of them
         lm_missing = [k for k, _ in model.named_parameters() if k.startswith(LM_PREFIXES) and k not in lm_tensors]
         if lm_missing:
