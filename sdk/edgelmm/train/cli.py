@@ -76,7 +76,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser, resume_meta: dict[str, Any] | None) -> Any:
-    from edgelmm.specs import from_dict, to_dict
+    from edgelmm.specs import from_dict
     from edgelmm.train.recipes import presets
     from edgelmm.train.specs import RecipeSpec
 
@@ -95,7 +95,8 @@ def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser, resume_meta
         if resume_meta is not None:
             raise SpecError("--ablate and --teacher change the recipe; a resumed run keeps its own")
         spec = _customise(spec, args)
-    if resume_meta is not None and to_dict(spec) != resume_meta["spec"]:
+    # Compared as specs, not dicts: a checkpoint written before a field was added (with its default) still matches.
+    if resume_meta is not None and spec != from_dict(RecipeSpec, resume_meta["spec"], where="checkpoint/meta.json"):
         raise SpecError(f"the run in '{args.resume}' used a different recipe spec; resume it without --recipe/--config")
     from edgelmm.registry import lookup as _lookup
     from edgelmm.train.recipes import RECIPES
