@@ -106,6 +106,16 @@ def test_student_copies_the_tower_and_cuts_the_lm(tiny_llava):
         build_student(tiny_llava, build_tiny_lm(), layers=3, seed=5, name="s")
 
 
+@pytest.mark.real_weights
+def test_smol_vqa_s_is_registered_with_seven_smollm2_layers():
+    from edgelmm.models.registry import build_model
+    from edgelmm.models.student import SMOL_VQA_S_LAYERS
+
+    student = build_model("smol-vqa-s")  # warns while smol-vqa (its tower's source) ships no trained weights
+    assert SMOL_VQA_S_LAYERS == 7 and len(student.model.model.language_model.layers) == 7
+    assert student.num_image_tokens == 16 and student.model.config.text_config.num_hidden_layers == 7
+
+
 def test_distillation_terms_vanish_when_the_student_is_the_teacher(tiny_llava):
     from edgelmm.train.data.collate import ChatCollator
     from edgelmm.train.data import DATASETS
