@@ -88,7 +88,9 @@ def main() -> int:
     if args.bundles:
         for name, model in (("teacher-int4", args.teacher), ("kd-int4", str(args.out / "kd" / "model"))):
             bundle = args.out / "bundles" / name
-            edgelmm("export", "--model", model, "--out", str(bundle), "--precision", "int4", "--force")
+            # rtn: the default minmax int4 snaps trained weights back to SmolLM2's Q4_1 grid (docs/distillation.md)
+            edgelmm("export", "--model", model, "--out", str(bundle), "--precision", "int4", "--quant-method", "rtn",
+                    "--force")
             results[name] = accuracy(("--bundle", str(bundle)), args)
     for r in results.values():
         r["mean"] = sum(r[t] for t in TASKS) / len(TASKS)
