@@ -72,6 +72,16 @@ MODELS: dict[str, ModelEntry] = {
         description="smol-vqa's architecture with a random (seeded) tower and connector; the real SmolLM2",
         base_lm="smollm2-135m",
     ),
+    # LLaVA-KD's student of smol-vqa (arXiv 2410.16236): SmolLM2 cut to its first 7 of 30 layers (the depth that
+    # decodes >= 2.5x faster as int4, docs/distillation.md), smol-vqa's tower, a fresh connector; untrained until
+    # `edgelmm train --recipe llava-kd` distils it.
+    "smol-vqa-s": ModelEntry(
+        name="smol-vqa-s",
+        kind=ModelKind.LLAVA,
+        build="edgelmm.models.student:build_smol_vqa_s",
+        description="distillation student: smol-vqa's tower + fresh MLP + SmolLM2's first 7 layers (untrained)",
+        base_lm="smollm2-135m",
+    ),
     # Imp-v1-3B / Imp-v1.5-3B-Phi2 (MILVLG/imp; shared/docs/methods.md): siglip-so400m-patch14-384 truncated to
     # 26 of 27 layers (mm_vision_select_layer -2, head removed) -> 27x27 = 729 tokens, mlp2x_gelu, Phi-2
     # (microsoft/phi-2 config.json: hidden 2560, 32 layers, 32 heads, ffn 10240, vocab 51200, partial rotary 0.4).

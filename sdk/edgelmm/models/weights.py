@@ -4,7 +4,9 @@ A weights directory (what ``edgelmm train`` writes as ``<out>/model`` and what s
 
     model.safetensors   model.vision_tower.*  model.multi_modal_projector.*  (LLaVA state-dict names)
                         <linear path>.lora_A [r, in]  <linear path>.lora_B [out, r]  (LoRA of the LM)
-    meta.json           format, base LM, vision config, LoRA r/alpha, dtype
+                        model.language_model.*  lm_head.*  (a fully trained LM: distilled students)
+    meta.json           format, base LM, vision config, LoRA r/alpha, dtype; lm_layers (optional: the base LM
+                        cut to its first N decoder layers, models/student.py)
     provenance.json     how it was made: command, seed, git commit, data versions, eval results (optional)
 
 Loading assembles the LLaVA from the base LM and the vision config, loads tower and connector, and merges each
@@ -28,6 +30,7 @@ SCHEMA_VERSION = 1
 SHIPPED = Path(__file__).resolve().parent / "weights"
 """Weights that ship inside the package (package data): SHIPPED / <model name>."""
 TRAINED_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.")
+LM_PREFIXES = ("model.language_model.", "lm_head.")
 
 
 def is_weights_dir(directory: Path) -> bool:
@@ -53,6 +56,10 @@ def load_weights(directory: str | Path, *, name: str | None = None) -> LoadedMod
     except (OSError, ValueError) as exc:
         raise BundleError(f"'{directory / 'model.safetensors'}' cannot be read: {exc}") from None
     lm = build_model(meta["base_lm"])
+    if meta.get("lm_layers"):
+        from edgelmm.models.student import truncate_lm
+
+        truncate_lm(lm, int(meta["lm_layers"]))
     loaded = assemble_llava(name=name or meta.get("name", directory.name), lm=lm, seed=0,
                             vision_config=SiglipVisionConfig(**meta["vision_config"]))
     model = loaded.model
@@ -60,7 +67,13 @@ def load_weights(directory: str | Path, *, name: str | None = None) -> LoadedMod
     missing = [k for k in model.state_dict() if k.startswith(TRAINED_PREFIXES) and k not in trained]
     if missing:
         raise BundleError(f"'{directory}' lacks {len(missing)} tower/connector tensors, e.g. {missing[0]}")
-    model.load_state_dict(trained, strict=False)
+    lm_tensors = {k: v.float() for k, v in tensors.items()
+                  if k.startswith(LM_PREFIXES) and not k.endswith((".lora_A", ".lora_B"))}  # LoRA merges below
+    if lm_tensors:  # a fully trained LM replaces the base LM's weights, all of them
+        lm_missing = [k for k, _ in model.named_parameters() if k.startswith(LM_PREFIXES) and k not in lm_tensors]
+        if lm_missing:
+            raise BundleError(f"'{directory}' holds a partial LM: {len(lm_missing)} tensors missing, e.g. {lm_missing[0]}")
+    model.load_state_dict(trained | lm_tensors, strict=False)
     lora = meta.get("lora")
     if lora:
         merge_lora(model, tensors, scale=float(lora["alpha"]) / float(lora["r"]))

@@ -7,6 +7,7 @@ examples:
   edgelmm train --resume runs/imp                      # continue an interrupted run (Ctrl-C checkpoints first)
   torchrun --nproc-per-node 2 -m edgelmm train --recipe imp --out runs/imp   # DDP: gloo on CPU, nccl on GPU
   edgelmm train --config my-recipe.yaml --out runs/mine   # a RecipeSpec as YAML/JSON (see --dump)
+  edgelmm train --recipe llava-kd --teacher runs/imp/model --ablate rdist   # distil smol-vqa-s, without RDist
 
 Writes into --out: log.jsonl (one line per step), loss.png, checkpoint/ (resumable: safetensors + meta.json) and
 model/ (the trained weights: fp16 safetensors, meta.json, provenance.json with the evaluation results).
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="named preset of the recipe (default: full)")
     p.add_argument("--quick", action="store_true", help="the quick preset: every stage for a few steps")
     p.add_argument("--config", help="a RecipeSpec as YAML or JSON instead of a preset")
+    p.add_argument("--ablate", action="append", metavar="NAME",
+                   help="drop part of the recipe (repeatable; llava-kd: mdist, rdist, dpt, distill)")
+    p.add_argument("--teacher", help="distilling recipes: the teacher (registry name or trained model directory)")
     p.add_argument("--out", help="run directory (default: runs/<recipe>-<preset>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
@@ -63,14 +67,16 @@ def main(argv: Sequence[str]) -> int:
 
         print(json.dumps(to_dict(spec), indent=2) if args.dump else spec.describe())
         return 0
-    out = Path(args.resume or args.out or f"runs/{spec.name}-{args.preset or ('quick' if args.quick else 'full')}")
+    ablated = "".join(f"-no-{name}" for name in args.ablate or ())
+    out = Path(args.resume or args.out
+               or f"runs/{spec.name}-{args.preset or ('quick' if args.quick else 'full')}{ablated}")
     if resume_meta is None:
         _check_fresh(out, force=args.force)
     return _run(spec, out, args, resume_meta)
 
 
 def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser, resume_meta: dict[str, Any] | None) -> Any:
-    from edgelmm.specs import from_dict, to_dict
+    from edgelmm.specs import from_dict
     from edgelmm.train.recipes import presets
     from edgelmm.train.specs import RecipeSpec
 
@@ -85,12 +91,35 @@ def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser, resume_meta
         spec = from_dict(RecipeSpec, resume_meta["spec"], where=f"{args.resume}/checkpoint/meta.json")
     else:
         parser.error("--recipe (or --config, or --resume) is required")
-    if resume_meta is not None and to_dict(spec) != resume_meta["spec"]:
+    if args.ablate or args.teacher:
+        if resume_meta is not None:
+            raise SpecError("--ablate and --teacher change the recipe; a resumed run keeps its own")
+        spec = _customise(spec, args)
+    # Compared as specs, not dicts: a checkpoint written before a field was added (with its default) still matches.
+    if resume_meta is not None and spec != from_dict(RecipeSpec, resume_meta["spec"], where="checkpoint/meta.json"):
         raise SpecError(f"the run in '{args.resume}' used a different recipe spec; resume it without --recipe/--config")
     from edgelmm.registry import lookup as _lookup
     from edgelmm.train.recipes import RECIPES
 
     _lookup(RECIPES, spec.name, what="recipe")
+    return spec
+
+
+def _customise(spec: Any, args: argparse.Namespace) -> Any:
+    """Apply --ablate (the recipe's ABLATIONS, in order) and --teacher to ``spec``."""
+    import dataclasses
+    import importlib
+
+    from edgelmm.registry import lookup
+    from edgelmm.train.recipes import RECIPES
+
+    module = importlib.import_module(lookup(RECIPES, spec.name, what="recipe").presets_module)
+    for name in args.ablate or ():
+        spec = lookup(getattr(module, "ABLATIONS", {}), name, what=f"ablation of recipe '{spec.name}'")(spec)
+    if args.teacher:
+        if spec.distill is None:
+            raise SpecError(f"recipe '{spec.name}' distils from no teacher; --teacher does not apply")
+        spec = dataclasses.replace(spec, distill=dataclasses.replace(spec.distill, teacher=args.teacher))
     return spec
 
 

@@ -78,17 +78,23 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
 
 def train(state: State) -> State:
     """Run the stages in order, from the resume point if any."""
+    run_stages(state, _stage)
+    return state
+
+
+def run_stages(state: Any, build: Any) -> None:
+    """Run ``state.spec.stages`` from ``state.resume`` (or the start), each through ``build(state, stage, index)``
+    -> loop.Stage; redraw loss.png after each stage. Shared by every recipe whose state has spec/ctx/resume."""
     resume = state.resume or {"stage_index": 0, "step": 0}
     for index, stage in enumerate(state.spec.stages):
         if index < resume["stage_index"]:
             continue
         start = resume["step"] if index == resume["stage_index"] else 0
         optimizer = resume.get("optimizer") if index == resume["stage_index"] and start > 0 else None
-        loop.run_stage(_stage(state, stage, index), state.ctx, start_step=start, optimizer_state=optimizer)
+        loop.run_stage(build(state, stage, index), state.ctx, start_step=start, optimizer_state=optimizer)
         if state.ctx.dist.main:
             plot_losses(state.ctx.out / loop.LOG_FILE, state.ctx.out / "loss.png")
     state.resume = None
-    return state
 
 
 def _stage(state: State, stage: StageSpec, index: int) -> loop.Stage:
@@ -136,6 +142,11 @@ def _load_snapshot(state: State, tensors: dict[str, torch.Tensor], stage_index: 
             trainability.apply(state.model, stage.trainability, stage.lora)  # injects the adapters to load into
     params = dict(state.model.named_parameters())
     params.update({HEAD_PREFIX + n: p for n, p in state.contrastive.named_parameters()})
+    copy_into(params, tensors)
+
+
+def copy_into(params: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
+    """Copy checkpoint ``tensors`` into the recipe's ``params`` by name; a name it does not build is an error."""
     unknown = sorted(set(tensors) - set(params))
     if unknown:
         raise TrainingError(f"the checkpoint holds tensors this recipe does not build, e.g. '{unknown[0]}'")

@@ -69,3 +69,88 @@ def next_token_ce(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.
     if targets.numel() == 0:
         return hidden.sum() * 0.0  # keeps the graph (DDP) while contributing nothing
     return masked_ce(lm_head(hidden[mask]), targets)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Distillation (LLaVA-KD, arXiv 2410.16236; shared/docs/methods.md section 2 gives the reference code's formulas)
+
+LOSSES.update({
+    "mdist-response": "LLaVA-KD MDist on the answer: forward KL(teacher || student) of next-token distributions at the "
+                      "supervised positions after the shift, mean over answer tokens",
+    "mdist-visual": "LLaVA-KD MDist on the image: the same KL at every visual-token position (unshifted), mean over "
+                    "images x visual tokens",
+    "rdist": "LLaVA-KD RDist: 1 - cosine between the flattened teacher and student Gram matrices of visual-position "
+             "logits",
+})
+
+RDIST_CHUNK = 8192
+"""Vocabulary columns per Gram-matrix partial product: bounds the float32 copy of a logits slice."""
+
+
+def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean over rows of KL(softmax(teacher / T) || softmax(student / T)), times T^2.
+
+    student_logits, teacher_logits: float [K, V] (rows = positions, already selected; any dtype, computed in
+    float32). Returns a scalar >= 0, zero when the rows are equal. The teacher distribution is the target (forward
+    KL), as LLaVA-KD's ``KLDivLoss(reduction="batchmean")(log_softmax(student), softmax(teacher))`` with K rows.
+    The T^2 factor (Hinton et al. 2015) keeps gradient sizes comparable across temperatures; at the paper's T = 1
+    it is 1. With no rows the result is a graph-connected zero (DDP needs every step to touch the parameters).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ")
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(log_q, log_p, log_target=True, reduction="sum") / student_logits.shape[0]
+    return kl * temperature**2
+
+
+def mdist_response(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                   temperature: float = 1.0) -> torch.Tensor:
+    """MDist on response tokens: forward KL at the positions that predict a supervised (answer) token.
+
+    student_logits, teacher_logits: float [B, S, V] over the same input ids; labels: int64 [B, S] with IGNORE on
+    prompt, image and padding tokens. Position t is kept when labels[t + 1] != IGNORE (the causal shift, as
+    ``logits[..., :-1, :]`` against ``labels[..., 1:]`` in the reference), so the mean runs over the answer tokens.
+    """
+    mask, _ = supervised_positions(labels)
+    return forward_kl(student_logits[mask], teacher_logits[mask], temperature)
+
+
+def mdist_visual(student_logits: torch.Tensor, teacher_logits: torch.Tensor, visual_mask: torch.Tensor,
+                 temperature: float = 1.0) -> torch.Tensor:
+    """MDist on the image: forward KL at the visual-token positions themselves (no shift), mean over B x N_vis.
+
+    student_logits, teacher_logits: float [B, S, V]; visual_mask: bool [B, S], True at the image-token slots
+    (each image's N_vis positions). The reference keeps the 728 positions [s, s + 728) of one image per sample.
+    """
+    return forward_kl(student_logits[visual_mask], teacher_logits[visual_mask], temperature)
+
+
+def gram(logits: torch.Tensor, chunk: int = RDIST_CHUNK) -> torch.Tensor:
+    """Relation matrices Z Z^T over the vocabulary, accumulated in column chunks.
+
+    logits: float [B, N, V] (visual-position logits of each image) -> float32 [B, N, N]. Summing partial products
+    over vocab slices never materialises a float32 copy of the whole [B, N, V] tensor (V = 49k for SmolLM2; the
+    paper's 152k x 728 positions is the memory hot-spot it warns about).
+    """
+    out = logits.new_zeros(logits.shape[0], logits.shape[1], logits.shape[1], dtype=torch.float32)
+    for start in range(0, logits.shape[-1], chunk):
+        block = logits[..., start: start + chunk].float()
+        out = out + block @ block.transpose(1, 2)
+    return out
+
+
+def rdist(student_visual: torch.Tensor, teacher_visual: torch.Tensor, chunk: int = RDIST_CHUNK) -> torch.Tensor:
+    """RDist: 1 - cos(vec(R_T), vec(R_S)) with R = Z Z^T of the visual-position logits (one cosine, whole batch).
+
+    student_visual, teacher_visual: float [B, N_vis, V] logits at the image-token positions. Returns a scalar in
+    [0, 2]: 0 when the student's token-to-token relations are a positive multiple of the teacher's.
+    """
+    if student_visual.shape != teacher_visual.shape:
+        raise ValueError(f"student visual logits {tuple(student_visual.shape)} and teacher's "
+                         f"{tuple(teacher_visual.shape)} differ")
+    r_s, r_t = gram(student_visual, chunk).flatten(), gram(teacher_visual, chunk).flatten()
+    return 1.0 - F.cosine_similarity(r_s, r_t, dim=0)

@@ -4,6 +4,8 @@
   text encoder's embedding space. Only the tower is kept afterwards; head and projections are stage-0 scaffolding,
   as SigLIP's own head is dropped by LLaVA-style models.
 - LanguageModeling (stages 1 and 2): the whole LLaVA; next-token cross-entropy on the labelled tokens.
+- Distillation (llava-kd's DPT and DFT): the student's CE plus LLaVA-KD's MDist / RDist against a frozen teacher
+  that sees the same batch in the same step.
 """
 
 from __future__ import annotations
@@ -15,10 +17,19 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.siglip.modeling_siglip import SiglipMultiheadAttentionPoolingHead
 
+from edgelmm.errors import TrainingError
 from edgelmm.train.data.base import GRID
 from edgelmm.train.data.shapes import COLOURS, SHAPES, SIZES
 from edgelmm.train.data.collate import ContrastiveBatch, LMBatch
-from edgelmm.train.losses import masked_ce, next_token_ce, sigmoid_loss
+from edgelmm.train.losses import (
+    masked_ce,
+    mdist_response,
+    mdist_visual,
+    next_token_ce,
+    rdist,
+    sigmoid_loss,
+    supervised_positions,
+)
 
 
 def cell_weights(image_size: int, patch_size: int, grid: int = GRID) -> torch.Tensor:
@@ -108,3 +119,46 @@ class LanguageModeling(nn.Module):
         out = self.model.model(input_ids=batch.input_ids, pixel_values=batch.pixel_values,
                                attention_mask=batch.attention_mask, use_cache=False)
         return {"ce": next_token_ce(out.last_hidden_state, batch.labels, self.model.lm_head)}
+
+
+class Distillation(nn.Module):
+    """Student LLaVA trained on CE + LLaVA-KD's distillation terms; the teacher runs under no_grad, same batch.
+
+    The teacher is held outside the module tree (not a submodule): it never reaches the optimizer, DDP or a
+    checkpoint. Both models must share token ids and the number of visual tokens per image (llava-kd builds the
+    student with the teacher's tower and tokenizer). Logits are computed at every position ([B, S, V]): the answer
+    and visual positions the terms need are most of a short VQA sequence.
+    """
+
+    def __init__(self, model: nn.Module, teacher: nn.Module, *, image_token_id: int, losses: tuple[str, ...],
+                 temperature: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self._teacher = (teacher,)
+        self.image_token_id = image_token_id
+        self.losses = losses
+        self.temperature = temperature
+
+    def _logits(self, model: nn.Module, batch: LMBatch) -> torch.Tensor:
+        out = model.model(input_ids=batch.input_ids, pixel_values=batch.pixel_values,
+                          attention_mask=batch.attention_mask, use_cache=False)
+        return model.lm_head(out.last_hidden_state)  # [B, S, V]
+
+    def forward(self, batch: LMBatch) -> dict[str, torch.Tensor]:
+        student = self._logits(self.model, batch)
+        mask, targets = supervised_positions(batch.labels)
+        terms = {"ce": masked_ce(student[mask], targets)}
+        with torch.no_grad():
+            teacher = self._logits(self._teacher[0], batch)
+        visual = batch.input_ids == self.image_token_id  # [B, S]: each image's N_vis slots
+        if "mdist-response" in self.losses:
+            terms["mdist-response"] = mdist_response(student, teacher, batch.labels, self.temperature)
+        if "mdist-visual" in self.losses:
+            terms["mdist-visual"] = mdist_visual(student, teacher, visual, self.temperature)
+        if "rdist" in self.losses:
+            rows = int(visual.sum(dim=1)[0])
+            if not bool((visual.sum(dim=1) == rows).all()):
+                raise TrainingError("rdist needs the same number of visual tokens in every sequence of a batch")
+            terms["rdist"] = rdist(student[visual].view(-1, rows, student.shape[-1]),
+                                   teacher[visual].view(-1, rows, teacher.shape[-1]))
+        return terms

@@ -56,6 +56,14 @@ RECIPES: dict[str, RecipeEntry] = {
         presets_module="edgelmm.train.mllm_tool_presets",
         description="connector + LoRA fine-tune of smol-vqa to pick tools: {\"api_name\": <id>} (tool-selection)",
     ),
+    # LLaVA-KD (arXiv 2410.16236): a shallower student learns from the teacher's output distributions (MDist) and
+    # visual-token relations (RDist) in DPT -> SFT -> DFT.
+    "llava-kd": RecipeEntry(
+        name="llava-kd",
+        module="edgelmm.train.llava_kd",
+        presets_module="edgelmm.train.llava_kd_presets",
+        description="LLaVA-KD distillation (DPT, SFT, DFT with MDist + RDist) of smol-vqa into smol-vqa-s",
+    ),
 }
 
 

@@ -151,6 +151,22 @@ class EvalRequest:
 
 
 @dataclasses.dataclass(**SPEC)
+class DistillSpec:
+    """A teacher whose outputs stages distil into the student (LLaVA-KD), and how the student is cut."""
+
+    teacher: str
+    """A registry model name or a trained model directory (`edgelmm train` output); run under no_grad."""
+    student_layers: int
+    """Decoder layers of the base model's LM the student keeps (its first N)."""
+    temperature: float = 1.0
+    """Softmax temperature of the MDist terms (LLaVA-KD's code: 1, i.e. none)."""
+
+    def __post_init__(self) -> None:
+        if not self.teacher or self.student_layers < 1 or not self.temperature > 0:
+            raise SpecError(f"distill: need a teacher, student_layers >= 1 and temperature > 0; got {self}")
+
+
+@dataclasses.dataclass(**SPEC)
 class RecipeSpec:
     """A whole training run: what to start from, the stages in order, and the evaluations after."""
 
@@ -163,6 +179,8 @@ class RecipeSpec:
     seed: int = 0
     """Initialises tower and connector, and picks which training examples the run sees."""
     evals: tuple[EvalRequest, ...] = ()
+    distill: DistillSpec | None = None
+    """Recipes that distil (llava-kd) name their teacher and student depth here; others leave it None."""
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.stages]
@@ -173,5 +191,8 @@ class RecipeSpec:
 
     def describe(self) -> str:
         head = f"recipe {self.name}: base model {self.base_model}, seed {self.seed}"
+        if self.distill:
+            d = self.distill
+            head += f"\n  student    first {d.student_layers} LM layers; teacher {d.teacher}, temperature {d.temperature:g}"
         evals = ", ".join(f"{e.task}:{e.split} n={e.n}" for e in self.evals) or "none"
         return "\n".join([head, *(s.describe() for s in self.stages), f"evals {evals}"])
