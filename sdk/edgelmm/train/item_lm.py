@@ -58,6 +58,8 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
     names = {s.dataset for stage in spec.stages for s in stage.data}
     if len(names) != 1:
         raise SpecError(f"recipe 'ilm': every stage must name the same interaction dataset, got {sorted(names)}")
+    if any(s.format == "item-text" for s in spec.stages) and entry.encoder.get("kind") != "qformer":
+        raise SpecError(f"base model '{spec.base_model}' has no Q-Former: phase 1 (item-text) needs one")
     data = load_dataset(names.pop())
     train_users, _ = data.split_users(HELD_OUT, SPLIT_SEED)
     torch.manual_seed(spec.seed)
@@ -68,8 +70,6 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
     encoder = ItemEncoder(config)
     pretraining = None
     if any(s.format == "item-text" for s in spec.stages):
-        if config.kind != "qformer":
-            raise SpecError(f"base model '{spec.base_model}' has no Q-Former: phase 1 (item-text) needs one")
         text = CompactText(data, lm.tokenizer)
         pretraining = ItemTextPretraining(encoder, torch.from_numpy(cf.item), text.size)
     state = State(spec=spec, ctx=ctx, data=data, train_users=train_users, cf=cf, lm=lm, encoder=encoder,

@@ -41,7 +41,7 @@ def _phase2(data: tuple[DataSource, ...], steps: int, batch: int, *, qformer: bo
 def full() -> RecipeSpec:
     """Phase 1 (Q-Former: ITC + ITG + ITM + IIC) then phase 2 (Q-Former + adaptor, frozen SmolLM2)."""
     return RecipeSpec(name="ilm", base_model="smol-ilm", seed=0,
-                      stages=(_phase1(DATA, 800, 64), _phase2(DATA, 120, 8)))
+                      stages=(_phase1(DATA, 500, 64), _phase2(DATA, 120, 8)))
 
 
 def random_qformer() -> RecipeSpec:

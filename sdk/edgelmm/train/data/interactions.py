@@ -213,7 +213,7 @@ def simulate(*, n_items: int = 240, n_users: int = 1200, history: tuple[int, int
         # sampling without replacement proportional to exp(logits): Gumbel top-k gives the order of engagement
         order = np.argsort(-(logits + rng.gumbel(size=n_items)))[:length]
         histories.append(tuple(int(i) for i in order))
-    return Interactions(name=f"sim-movies-v{SIM_VERSION}-seed{seed}", items=tuple(items), histories=tuple(histories))
+    return Interactions(name=f"sim-movies-v{SIM_VERSION}-{n_items}i-{n_users}u-seed{seed}", items=tuple(items), histories=tuple(histories))
 
 
 def _catalog(rng: np.random.Generator, n_items: int) -> list[Item]:
