@@ -172,15 +172,6 @@ def test_collator_splices_k_slots_per_item_and_labels_only_the_answer(small_data
     assert "<item>" not in text_only.prompt and text_only.items == ()
 
 
-@pytest.fixture(scope="module")
-def tiny_ilm_run(tmp_path_factory):
-    from edgelmm.cli import main
-
-    out = tmp_path_factory.mktemp("ilm") / "run"
-    assert main(["train", "--recipe", "ilm", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
-    return out
-
-
 def test_train_ilm_tiny_writes_model_and_logs_both_phases(tiny_ilm_run):
     from edgelmm.train import loop
     from edgelmm.train.item_lm import load
@@ -223,7 +214,7 @@ def test_title_scorer_with_shared_prompt_cache_matches_full_sequences(tiny_ilm_r
 
     trained = load(tiny_ilm_run / "model")
     case = rec.cases(trained.data, trained.held_out_users, n=1, candidates=5)[0]
-    scorer = rec.TitleScorer(trained.model, trained.lm.tokenizer, trained.data, items=True, num_item_tokens=4)
+    scorer = rec.TitleScorer(trained.model, trained.lm, trained.data, items=True, num_item_tokens=4)
     fast = scorer(case)
     convs = [item_chat.Conversation(prompt=item_chat.history_prompt(trained.data, case.history), items=case.history,
                                     answer=trained.data.items[int(i)].title, task="next") for i in case.candidates]
@@ -236,7 +227,7 @@ def test_title_scorer_with_shared_prompt_cache_matches_full_sequences(tiny_ilm_r
         pos = (batch.labels[row] != -100).nonzero().flatten()[:n]
         slow = float(sum(logp[row, j - 1, batch.labels[row, j]] for j in pos))
         assert fast[row] == pytest.approx(slow, abs=1e-3)
-    text_only = rec.TitleScorer(trained.model, trained.lm.tokenizer, trained.data, items=False, num_item_tokens=4)
+    text_only = rec.TitleScorer(trained.model, trained.lm, trained.data, items=False, num_item_tokens=4)
     assert not np.allclose(text_only(case), fast)  # the item tokens reach the LM
 
 

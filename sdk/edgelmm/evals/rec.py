@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgelmm.models.loaded import CHATML_TEMPLATE
 from edgelmm.train.data import item_chat
 from edgelmm.train.data.interactions import Interactions
 
@@ -86,9 +85,10 @@ class TitleScorer:
     then run together (right-padded): cost ~ prompt + candidates x title tokens instead of candidates x both.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, data: Interactions, *, items: bool, num_item_tokens: int) -> None:
+    def __init__(self, model: Any, lm: Any, data: Interactions, *, items: bool, num_item_tokens: int) -> None:
+        """``lm``: the LoadedModel of the frozen LM (its tokenizer and chat template, as in training)."""
         self.model, self.data, self.items = model, data, items
-        self.collate = item_chat.ItemChatCollator(tokenizer=tokenizer, chat_template=CHATML_TEMPLATE,
+        self.collate = item_chat.ItemChatCollator(tokenizer=lm.tokenizer, chat_template=lm.chat_template,
                                                   num_item_tokens=num_item_tokens)
         self.titles = [self.collate.answer_ids(it.title) for it in data.items]
 
@@ -153,8 +153,8 @@ def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], prog
     k = trained.model.items.encoder.config.num_item_tokens
     popularity = data.popularity(trained.train_users).astype(np.float64)
     scorers: dict[str, Callable[[RecCase], np.ndarray]] = {
-        "ilm": TitleScorer(trained.model, trained.lm.tokenizer, data, items=True, num_item_tokens=k),
-        "text-lm": TitleScorer(trained.model, trained.lm.tokenizer, data, items=False, num_item_tokens=k),
+        "ilm": TitleScorer(trained.model, trained.lm, data, items=True, num_item_tokens=k),
+        "text-lm": TitleScorer(trained.model, trained.lm, data, items=False, num_item_tokens=k),
         "cf": lambda case: trained.cf.scores(case.history, case.candidates),
         "popularity": lambda case: popularity[case.candidates],
     }

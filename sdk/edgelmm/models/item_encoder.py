@@ -17,6 +17,7 @@ embeddings, as BLIP-2 does; it lives in train/item_lm_objectives.py and is not p
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torch import nn
@@ -138,3 +139,41 @@ def encoder_config(base: str, lm_hidden: int) -> ItemEncoderConfig:
 
     entry = lookup(ITEM_LMS, base, what="item-language base model")
     return ItemEncoderConfig(cf_dim=entry.cf_dim, lm_hidden=lm_hidden, **entry.encoder)
+
+
+ILM_FORMAT = "edgelmm-ilm"
+ILM_SCHEMA_VERSION = 1
+
+
+def is_item_lm_dir(path: object) -> bool:
+    """True when ``path`` is a directory written by `edgelmm train --recipe ilm` (its meta.json says so)."""
+    import json
+    from pathlib import Path
+
+    meta = Path(str(path)) / "meta.json"
+    try:
+        return meta.is_file() and json.loads(meta.read_text()).get("format") == ILM_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def load_item_lm_dir(directory: object) -> tuple[Any, ItemEncoder, torch.Tensor, torch.Tensor, dict]:
+    """(frozen LM LoadedModel, item encoder (eval), CF item table float32 [items, cf_dim], item bias [items], meta)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from edgelmm.meta_json import read_versioned
+    from edgelmm.models.registry import build_model
+    from edgelmm.specs import from_dict
+
+    directory = Path(str(directory))
+    meta = read_versioned(directory / "meta.json", fmt=ILM_FORMAT, version=ILM_SCHEMA_VERSION,
+                          what="an item-language model", missing=f"'{directory}' is not an ilm model directory")
+    tensors = load_file(str(directory / "model.safetensors"))
+    lm = build_model(meta["lm"])
+    lm.model.requires_grad_(False)
+    encoder = ItemEncoder(from_dict(ItemEncoderConfig, meta["encoder"], where=str(directory / "meta.json")))
+    encoder.load_state_dict({n[len("encoder."):]: t for n, t in tensors.items() if n.startswith("encoder.")},
+                            strict=True)
+    return lm, encoder.eval(), tensors["cf.item"].float(), tensors["cf.item_bias"].float(), meta

@@ -7,6 +7,7 @@ are split on it before tokenizing, so the LM's vocabulary and decoder graph stay
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +66,11 @@ def read_table(path: Path, *, rows: int, dim: int) -> np.ndarray:
     return table
 
 
-def check_item_ids(items: list[int] | tuple[int, ...], *, placeholders: int, n_items: int) -> np.ndarray:
-    """int64 [n] item ids, checked against the prompt's placeholder count and the table's rows (one-line errors)."""
-    if len(items) != placeholders:
-        raise InputError(f"the prompt has {placeholders} {ITEM_TOKEN} placeholder(s) but {len(items)} item id(s) "
-                         "were given")
+def check_item_ids(items: Sequence[object], *, n_items: int) -> np.ndarray:
+    """int64 [n] item ids, each an int in [0, n_items) (one-line InputError otherwise)."""
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int | np.integer):
+            raise InputError(f"item ids must be integers, got {item!r:.30}")
     ids = np.asarray(items, dtype=np.int64).reshape(-1)
     bad = ids[(ids < 0) | (ids >= n_items)]
     if bad.size:

@@ -18,8 +18,15 @@ import numpy as np
 import torch
 
 from edgelmm.errors import SpecError, TrainingError
-from edgelmm.models.item_encoder import ITEM_LMS, ItemEncoder, ItemEncoderConfig, ItemTokenEncoder, encoder_config
-from edgelmm.models.loaded import CHATML_TEMPLATE
+from edgelmm.models.item_encoder import (
+    ILM_FORMAT,
+    ILM_SCHEMA_VERSION,
+    ITEM_LMS,
+    ItemEncoder,
+    ItemTokenEncoder,
+    encoder_config,
+    load_item_lm_dir,
+)
 from edgelmm.models.registry import build_model
 from edgelmm.registry import lookup
 from edgelmm.specs import Trainability, to_dict
@@ -30,8 +37,6 @@ from edgelmm.train.data.interactions import Interactions, co_engaged_pairs, load
 from edgelmm.train.item_lm_objectives import CompactText, ItemLanguageModel, ItemTextPretraining, pretraining_batch
 from edgelmm.train.specs import RecipeSpec, StageSpec
 
-FORMAT = "edgelmm-ilm"
-SCHEMA_VERSION = 1
 SPLIT_SEED = 0
 """Which users are held out. Fixed (not the recipe seed), so every model and baseline is scored on the same users."""
 HELD_OUT = 0.2
@@ -114,7 +119,9 @@ def _stage(state: State, stage: StageSpec, index: int) -> loop.Stage:
         make: Any = functools.partial(pretraining_batch, pairs, text)
     elif stage.format == "item-chat":
         module = ItemLanguageModel(state.lm.model, ItemTokenEncoder(encoder, torch.from_numpy(state.cf.item)))
-        collate = item_chat.ItemChatCollator(tokenizer=state.lm.tokenizer, chat_template=CHATML_TEMPLATE,
+        # the LM's own chat template (SmolLM2's adds its default system prompt): the bundle renders prompts with it,
+        # so the item tokens are trained in the context they meet at run time
+        collate = item_chat.ItemChatCollator(tokenizer=state.lm.tokenizer, chat_template=state.lm.chat_template,
                                              num_item_tokens=encoder.config.num_item_tokens)
 
         def make(rng: np.random.Generator, size: int) -> item_chat.ItemChatBatch:
@@ -160,7 +167,7 @@ def save(state: State, out_dir: Path) -> Path:
 
     tensors = {f"encoder.{n}": p.detach() for n, p in state.encoder.named_parameters()}
     tensors.update({"cf.item": torch.from_numpy(state.cf.item), "cf.item_bias": torch.from_numpy(state.cf.item_bias)})
-    meta = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "base_model": state.spec.base_model,
+    meta = {"format": ILM_FORMAT, "schema_version": ILM_SCHEMA_VERSION, "base_model": state.spec.base_model,
             "lm": ITEM_LMS[state.spec.base_model].lm, "encoder": to_dict(state.encoder.config),
             "dataset": state.spec.stages[0].data[0].dataset, "split_seed": SPLIT_SEED, "held_out": HELD_OUT,
             "phases": [s.format for s in state.spec.stages]}
@@ -188,27 +195,13 @@ class TrainedILM:
 
 def load(directory: str | Path) -> TrainedILM:
     """A saved ilm model directory -> the model, its data and CF table (the data are rebuilt from their name)."""
-    from edgelmm.meta_json import read_versioned
-    from edgelmm.specs import from_dict
-
-    directory = Path(directory)
-    meta = read_versioned(directory / checkpoint.META, fmt=FORMAT, version=SCHEMA_VERSION,
-                          what="an item-language model", missing=f"'{directory}' is not an ilm model directory")
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(directory / checkpoint.MODEL))
-    lm = build_model(meta["lm"])
-    lm.model.requires_grad_(False)
-    encoder = ItemEncoder(from_dict(ItemEncoderConfig, meta["encoder"], where=str(directory / checkpoint.META)))
-    state = {n[len("encoder."):]: t for n, t in tensors.items() if n.startswith("encoder.")}
-    encoder.load_state_dict(state, strict=True)
+    lm, encoder, item, item_bias, meta = load_item_lm_dir(directory)
     data = load_dataset(meta["dataset"])
     train_users, held_out = data.split_users(meta["held_out"], meta["split_seed"])
-    item = tensors["cf.item"]
     if item.shape[0] != data.n_items:
         raise SpecError(f"'{directory}': CF table has {item.shape[0]} rows, dataset '{meta['dataset']}' "
                         f"{data.n_items} items")
-    cf = CFTables(item=item.numpy(), item_bias=tensors["cf.item_bias"].numpy(),
+    cf = CFTables(item=item.numpy(), item_bias=item_bias.numpy(),
                   user=np.zeros((data.n_users, item.shape[1]), dtype=np.float32))
     model = ItemLanguageModel(lm.model, ItemTokenEncoder(encoder, item)).eval()
     return TrainedILM(model=model, lm=lm, data=data, cf=cf, train_users=train_users, held_out_users=held_out,
