@@ -126,3 +126,13 @@ def test_items_on_a_text_bundle_are_refused(tiny_lm_bundle):
 
     with pytest.raises(InputError, match="no item encoder"):
         Pipeline.load(tiny_lm_bundle, threads=1).generate("What is <item>?", items=[1], max_new_tokens=1)
+
+
+def test_run_cli_takes_items(tiny_ilm_bundle, capsys):
+    from edgelmm.cli import main
+
+    args = ["run", "--bundle", str(tiny_ilm_bundle), "--prompt", "What is <item>?", "--max-new-tokens", "2", "--json"]
+    assert main([*args, "--item", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["prompt_tokens"] > 4
+    assert main([*args, "--item", "99999"]) == 2
+    assert "outside the catalog" in capsys.readouterr().err
