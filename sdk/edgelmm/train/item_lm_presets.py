@@ -10,8 +10,9 @@ The recipe's ``base_model`` names an entry of edgelmm.models.item_encoder.ITEM_L
 each stage's data names an interaction dataset (train/data/interactions.py: a simulator preset or
 ``movielens:DIR``). Components: the Q-Former (with its phase-1 heads) trains as "vision_tower", the adaptor as
 "connector"; the LM is always frozen. Before the stages, BPR fits the CF table on the training users.
-Sizes: phase 1 is the Q-Former alone (~0.1 s/step at batch 64); a phase-2 step runs the 135M LM forward and
-backward through ~80 tokens x 8 conversations (~3-5 s on 2 shared cores), so phase 2 is short.
+Sizes: phase 1 is the Q-Former alone (~0.25 s/step at batch 32); a phase-2 step runs the 135M LM forward and
+backward through ~100 tokens x 8 conversations (~5-6 s on 2 cores), so phase 2 is short: the presets are sized
+for figures on a 2-core CPU shared with other jobs (docs/item-language.md), far below the paper's scale.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from edgelmm.train.specs import ComponentTraining, DataSource, LossTerm, RecipeS
 
 FULL = Trainability.FULL
 DATA = (DataSource(dataset="sim-movies"),)
+PHASE2_STEPS = 40
+"""Phase-2 steps of every SmolLM2 preset (the same for ILM and both baselines, so they compare at equal cost)."""
 
 
 def _phase1(data: tuple[DataSource, ...], steps: int, batch: int) -> StageSpec:
@@ -41,17 +44,18 @@ def _phase2(data: tuple[DataSource, ...], steps: int, batch: int, *, qformer: bo
 def full() -> RecipeSpec:
     """Phase 1 (Q-Former: ITC + ITG + ITM + IIC) then phase 2 (Q-Former + adaptor, frozen SmolLM2)."""
     return RecipeSpec(name="ilm", base_model="smol-ilm", seed=0,
-                      stages=(_phase1(DATA, 500, 64), _phase2(DATA, 120, 8)))
+                      stages=(_phase1(DATA, 200, 32), _phase2(DATA, PHASE2_STEPS, 8)))
 
 
 def random_qformer() -> RecipeSpec:
     """Ablation: the same phase 2 from a randomly initialised Q-Former (no phase 1)."""
-    return RecipeSpec(name="ilm", base_model="smol-ilm", seed=0, stages=(_phase2(DATA, 120, 8),))
+    return RecipeSpec(name="ilm", base_model="smol-ilm", seed=0, stages=(_phase2(DATA, PHASE2_STEPS, 8),))
 
 
 def mlp() -> RecipeSpec:
     """The paper's baseline: an MLP adaptor from the CF vector to the K tokens (phase 2 only)."""
-    return RecipeSpec(name="ilm", base_model="smol-ilm-mlp", seed=0, stages=(_phase2(DATA, 120, 8, qformer=False),))
+    return RecipeSpec(name="ilm", base_model="smol-ilm-mlp", seed=0,
+                      stages=(_phase2(DATA, PHASE2_STEPS, 8, qformer=False),))
 
 
 def quick() -> RecipeSpec:
