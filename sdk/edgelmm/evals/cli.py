@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=20, help="--task rec: candidates per user (target + negatives)")
     p.add_argument("--baselines", action="store_true",
                    help="--task rec: also score the frozen LM reading titles, CF alone and popularity")
+    p.add_argument("--systems", default=None, metavar="A,B",
+                   help="--task rec: which systems to score (ilm, text-lm, cf, popularity; default ilm)")
     p.add_argument("--base", default=None, help="with --perplexity: the registry LM to compare with "
                                                 "(default: the model's base LM)")
     return p
@@ -119,7 +121,7 @@ def _rec(args: argparse.Namespace) -> int:
     require("torch", "train")
     from edgelmm.evals import rec
 
-    systems = rec.SYSTEMS if args.baselines else ("ilm",)
+    systems = rec.SYSTEMS if args.baselines else tuple(args.systems.split(",")) if args.systems else ("ilm",)
     results = rec.run(args.model, n=args.n, candidates=args.candidates, systems=systems,
                       progress=sys.stderr.isatty() and not args.json)
     print(json.dumps(results) if args.json else rec.summary(results))

@@ -85,13 +85,10 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
 
 
 def train(state: State) -> State:
-    resume = state.resume or {"stage_index": 0, "step": 0}
-    for index, stage in enumerate(state.spec.stages):
-        if index < resume["stage_index"]:
-            continue
-        start = resume["step"] if index == resume["stage_index"] else 0
-        optimizer = resume.get("optimizer") if index == resume["stage_index"] and start > 0 else None
-        loop.run_stage(_stage(state, stage, index), state.ctx, start_step=start, optimizer_state=optimizer)
+    from edgelmm.train.imp import plot_run
+
+    loop.run_stages(state.spec.stages, state.ctx, state.resume, functools.partial(_stage, state),
+                    after_stage=functools.partial(plot_run, state.ctx))
     state.resume = None
     return state
 
