@@ -242,3 +242,26 @@ def test_eval_rec_cli_reports_every_system(tiny_ilm_run, capsys):
     assert set(result["systems"]) == {"ilm", "text-lm", "cf", "popularity"}
     assert all(m["users"] == 8 and 0 <= m["ndcg@10"] <= m["hr@10"] <= 1 for m in result["systems"].values())
     assert main(["eval", "--task", "rec", "--model", str(tiny_ilm_run / "model"), "--candidates", "1"]) == 2
+
+
+def test_stop_then_resume_gives_the_same_model(tiny_ilm_run, tmp_path):
+    """--stop-after-steps 4 stops in phase 2 (after its first step); --save-only writes that model; --resume
+    finishes with the same tensors as the uninterrupted run."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from edgelmm.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--recipe", "ilm", "--preset", "tiny", "--out", str(out), "--no-progress"]
+    assert main([*args, "--stop-after-steps", "4"]) == 0
+    assert not (out / "model").exists()
+    assert main(["train", "--resume", str(out), "--save-only", "--no-progress"]) == 0  # the model as it stands
+    stopped = json.loads((out / "model/provenance.json").read_text())["stopped_at"]
+    assert stopped == {"stage": "item-chat", "stage_index": 1, "step": 1}
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    resumed, reference = load_file(str(out / "model/model.safetensors")), load_file(
+        str(tiny_ilm_run / "model/model.safetensors"))
+    assert resumed.keys() == reference.keys()
+    assert all(torch.allclose(resumed[k], reference[k], atol=1e-6) for k in reference)

@@ -68,7 +68,12 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
     data = load_dataset(names.pop())
     train_users, _ = data.split_users(HELD_OUT, SPLIT_SEED)
     torch.manual_seed(spec.seed)
-    cf = train_bpr(data, train_users, dim=entry.cf_dim, seed=spec.seed)
+    if resume is not None and "cf.item" in resume["tensors"]:  # the checkpoint holds the table this run fitted
+        tensors = resume["tensors"]
+        cf = CFTables(item=tensors["cf.item"].numpy().copy(), item_bias=tensors["cf.item_bias"].numpy().copy(),
+                      user=np.zeros((data.n_users, entry.cf_dim), dtype=np.float32))
+    else:
+        cf = train_bpr(data, train_users, dim=entry.cf_dim, seed=spec.seed)
     lm = build_model(entry.lm)
     lm.model.requires_grad_(False)
     config = encoder_config(spec.base_model, lm.model.config.hidden_size)
