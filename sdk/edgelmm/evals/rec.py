@@ -147,21 +147,25 @@ def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], prog
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         raise SpecError(f"unknown rec system '{unknown[0]}'; valid: {', '.join(SYSTEMS)}")
-    trained = load(model_dir)
+    trained = load(model_dir, with_lm=bool(set(systems) & {"ilm", "text-lm"}))  # CF / popularity need no LM
     data = trained.data
     rec_cases = cases(data, trained.held_out_users, n=n, candidates=candidates)
-    k = trained.model.items.encoder.config.num_item_tokens
     popularity = data.popularity(trained.train_users).astype(np.float64)
-    scorers: dict[str, Callable[[RecCase], np.ndarray]] = {
-        "ilm": TitleScorer(trained.model, trained.lm, data, items=True, num_item_tokens=k),
-        "text-lm": TitleScorer(trained.model, trained.lm, data, items=False, num_item_tokens=k),
-        "cf": lambda case: trained.cf.scores(case.history, case.candidates),
-        "popularity": lambda case: popularity[case.candidates],
+
+    def lm_scorer(items: bool) -> Callable[[RecCase], np.ndarray]:
+        k = trained.model.items.encoder.config.num_item_tokens
+        return TitleScorer(trained.model, trained.lm, data, items=items, num_item_tokens=k)
+
+    scorers: dict[str, Callable[[], Callable[[RecCase], np.ndarray]]] = {
+        "ilm": lambda: lm_scorer(True),
+        "text-lm": lambda: lm_scorer(False),
+        "cf": lambda: lambda case: trained.cf.scores(case.history, case.candidates),
+        "popularity": lambda: lambda case: popularity[case.candidates],
     }
     results: dict[str, Any] = {"model": str(model_dir), "base_model": trained.meta["base_model"],
                                "dataset": data.name, "candidates": candidates, "systems": {}}
     for name in systems:
-        score = scorers[name]
+        score = scorers[name]()
         if progress:
             from tqdm.auto import tqdm
 

@@ -157,8 +157,10 @@ def is_item_lm_dir(path: object) -> bool:
         return False
 
 
-def load_item_lm_dir(directory: object) -> tuple[Any, ItemEncoder, torch.Tensor, torch.Tensor, dict]:
-    """(frozen LM LoadedModel, item encoder (eval), CF item table float32 [items, cf_dim], item bias [items], meta)."""
+def load_item_lm_dir(directory: object, *, with_lm: bool = True
+                     ) -> tuple[Any, ItemEncoder, torch.Tensor, torch.Tensor, dict]:
+    """(frozen LM LoadedModel (None unless ``with_lm``), item encoder (eval), CF item table float32
+    [items, cf_dim], item bias [items], meta)."""
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -171,8 +173,9 @@ def load_item_lm_dir(directory: object) -> tuple[Any, ItemEncoder, torch.Tensor,
     meta = read_versioned(directory / "meta.json", fmt=ILM_FORMAT, version=ILM_SCHEMA_VERSION,
                           what="an item-language model", missing=f"'{directory}' is not an ilm model directory")
     tensors = load_file(str(directory / "model.safetensors"))
-    lm = build_model(meta["lm"])
-    lm.model.requires_grad_(False)
+    lm = build_model(meta["lm"]) if with_lm else None
+    if lm is not None:
+        lm.model.requires_grad_(False)
     encoder = ItemEncoder(from_dict(ItemEncoderConfig, meta["encoder"], where=str(directory / "meta.json")))
     encoder.load_state_dict({n[len("encoder."):]: t for n, t in tensors.items() if n.startswith("encoder.")},
                             strict=True)

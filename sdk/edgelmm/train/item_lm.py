@@ -185,7 +185,7 @@ def save(state: State, out_dir: Path) -> Path:
 
 @dataclasses.dataclass(slots=True)
 class TrainedILM:
-    model: ItemLanguageModel
+    model: ItemLanguageModel | None
     lm: Any
     """LoadedModel of the frozen LM."""
     data: Interactions
@@ -195,9 +195,10 @@ class TrainedILM:
     meta: dict[str, Any]
 
 
-def load(directory: str | Path) -> TrainedILM:
-    """A saved ilm model directory -> the model, its data and CF table (the data are rebuilt from their name)."""
-    lm, encoder, item, item_bias, meta = load_item_lm_dir(directory)
+def load(directory: str | Path, *, with_lm: bool = True) -> TrainedILM:
+    """A saved ilm model directory -> the model, its data and CF table (the data are rebuilt from their name).
+    ``with_lm=False``: no LM is built (``model`` and ``lm`` are None): enough for the CF and popularity baselines."""
+    lm, encoder, item, item_bias, meta = load_item_lm_dir(directory, with_lm=with_lm)
     data = load_dataset(meta["dataset"])
     train_users, held_out = data.split_users(meta["held_out"], meta["split_seed"])
     if item.shape[0] != data.n_items:
@@ -205,6 +206,6 @@ def load(directory: str | Path) -> TrainedILM:
                         f"{data.n_items} items")
     cf = CFTables(item=item.numpy(), item_bias=item_bias.numpy(),
                   user=np.zeros((data.n_users, item.shape[1]), dtype=np.float32))
-    model = ItemLanguageModel(lm.model, ItemTokenEncoder(encoder, item)).eval()
+    model = ItemLanguageModel(lm.model, ItemTokenEncoder(encoder, item)).eval() if lm is not None else None
     return TrainedILM(model=model, lm=lm, data=data, cf=cf, train_users=train_users, held_out_users=held_out,
                       meta=meta)
