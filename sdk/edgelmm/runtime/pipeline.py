@@ -292,9 +292,10 @@ class Pipeline:
         if items is not None and (isinstance(items, str | bytes) or not isinstance(items, Sequence)):
             raise InputError(f"items must be a list of item ids, got {type(items).__name__}")
         items = list(items or [])
-        if items and self.item_table is None:
-            raise InputError("this bundle has no item encoder (items= needs an Item-Language Model bundle)")
-        check_item_ids(items, n_items=self.item_table.shape[0] if items else 0)  # before any work
+        if items:  # checked before any work
+            if self.item_table is None:
+                raise InputError("this bundle has no item encoder (items= needs an Item-Language Model bundle)")
+            check_item_ids(items, n_items=self.item_table.shape[0])
         if len(images) > MAX_IMAGES_PER_PROMPT:
             raise InputError(f"{len(images)} images given; the limit is {MAX_IMAGES_PER_PROMPT} per prompt")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)

@@ -188,7 +188,10 @@ def _run(spec: Any, out: Path, args: argparse.Namespace, resume_meta: dict[str, 
     model_dir = recipe.save(state, out / "model")
     if args.save_only:
         _record_stop(model_dir, resume_meta)
-    print(f"trained '{spec.name}' in {ctx.elapsed:.0f} s; weights in {model_dir}", file=sys.stderr)
+        print(f"saved '{spec.name}' as stopped at stage {resume_meta['stage']} step {resume_meta['step']}; "
+              f"weights in {model_dir}", file=sys.stderr)
+    else:
+        print(f"trained '{spec.name}' in {ctx.elapsed:.0f} s; weights in {model_dir}", file=sys.stderr)
     if spec.evals and not args.no_eval:
         _evaluate(spec, model_dir)
     return 0
