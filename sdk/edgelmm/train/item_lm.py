@@ -86,6 +86,9 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
                   pretraining=pretraining, resume=resume)
     if resume is not None:
         _load_snapshot(state, resume["tensors"])
+    for module in (lm.model, encoder, pretraining):
+        if module is not None:
+            module.to(ctx.dist.device)
     return state
 
 
@@ -130,7 +133,7 @@ def _stage(state: State, stage: StageSpec, index: int) -> loop.Stage:
             return collate([item_chat.sample(state.data, state.train_users, rng) for _ in range(size)])
     else:
         raise SpecError(f"stage '{stage.name}': format '{stage.format}' is not an ilm format (item-text, item-chat)")
-    module.train()
+    module.to(state.ctx.dist.device).train()
     state.lm.model.eval()  # frozen and deterministic (no dropout) whatever module.train() set
 
     def batches(start: int, rank: int) -> Iterator[Any]:
