@@ -139,3 +139,22 @@ def tiny_run(tiny_recipe_config, tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "edgelmm", "train", "--config", str(tiny_recipe_config), "--out", str(out),
                     "--no-progress"], env=TRAIN_ENV, capture_output=True, text=True, timeout=600, check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ilm_run(tmp_path_factory) -> Path:
+    """`edgelmm train --recipe ilm --preset tiny`: both phases for 3 steps on the tiny LM (~10 s)."""
+    from edgelmm.cli import main
+
+    out = tmp_path_factory.mktemp("ilm") / "run"
+    assert main(["train", "--recipe", "ilm", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ilm_bundle(tiny_ilm_run, tmp_path_factory) -> Path:
+    from edgelmm.export.item_lm import export_item_lm
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-ilm"
+    export_item_lm(tiny_ilm_run / "model", out)
+    return out

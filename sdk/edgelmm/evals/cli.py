@@ -8,6 +8,7 @@ examples:
   edgelmm eval --model runs/imp --perplexity  # text perplexity vs the base LM (did training keep the LM's text?)
   edgelmm eval --bundle bundles/smol-vqa-tool --task tool-selection --constrained   # Choice over the catalog ids
   edgelmm eval --list
+  edgelmm eval --task rec --model runs/ilm/model --baselines   # HR@10 / NDCG@10 of an ilm model (evals/rec.py)
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the task names and exit")
     p.add_argument("--perplexity", action="store_true",
                    help="instead of a task: text perplexity of --model's LM vs its base LM (evals/perplexity.py)")
+    p.add_argument("--candidates", type=int, default=20, help="--task rec: candidates per user (target + negatives)")
+    p.add_argument("--baselines", action="store_true",
+                   help="--task rec: also score the frozen LM reading titles, CF alone and popularity")
+    p.add_argument("--systems", default=None, metavar="A,B",
+                   help="--task rec: which systems to score (ilm, text-lm, cf, popularity; default ilm)")
     p.add_argument("--base", default=None, help="with --perplexity: the registry LM to compare with "
                                                 "(default: the model's base LM)")
     return p
@@ -49,7 +55,11 @@ def main(argv: Sequence[str]) -> int:
     if args.list:
         for name, task in TASKS.items():
             print(f"{name:<22}  {task.description}")
+        print(f"{'rec':<22}  ilm models: next item for held-out users, HR@10 / NDCG@10 (--model DIR of "
+              "`edgelmm train --recipe ilm`)")
         return 0
+    if args.task == "rec":
+        return _rec(args)
     if args.perplexity:
         return _perplexity(args)
     if not args.task or not (args.model or args.bundle or args.prior):
@@ -99,4 +109,23 @@ def _perplexity(args: argparse.Namespace) -> int:
     else:
         print(f"text perplexity {trained.model}: {trained.value:.3f}  {reference.model}: {reference.value:.3f}  "
               f"({rise:+.1%}, {trained.tokens} tokens)")
+    return 0
+
+
+def _rec(args: argparse.Namespace) -> int:
+    from edgelmm.errors import SpecError
+
+    if not args.model:
+        raise SpecError("--task rec needs --model DIR (the model directory of `edgelmm train --recipe ilm`)")
+    if args.n < 1 or args.candidates < 2:
+        raise SpecError(f"--task rec needs -n >= 1 and --candidates >= 2, got {args.n} and {args.candidates}")
+    from edgelmm._extras import require
+
+    require("torch", "train")
+    from edgelmm.evals import rec
+
+    systems = rec.SYSTEMS if args.baselines else tuple(args.systems.split(",")) if args.systems else ("ilm",)
+    results = rec.run(args.model, n=args.n, candidates=args.candidates, systems=systems,
+                      progress=sys.stderr.isatty() and not args.json)
+    print(json.dumps(results) if args.json else rec.summary(results))
     return 0

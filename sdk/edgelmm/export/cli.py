@@ -6,6 +6,7 @@ examples:
   edgelmm export --model smol-vqa --out bundles/smol-vqa
   edgelmm export --model ./my-llava-dir --out bundles/my-llava --precision fp32 --force
   edgelmm export --model smollm2-135m --out bundles/smollm2-int4 --precision int4
+  edgelmm export --model runs/ilm/model --out bundles/smol-ilm   # an ilm model: + item_encoder.onnx + CF table
 """
 
 from __future__ import annotations
@@ -91,10 +92,17 @@ def main(argv: Sequence[str]) -> int:
     options = ExportOptions(precision=precision, max_context=args.max_context, decoder_graph=args.decoder_graph,
                             **tuning)
     started = time.perf_counter()
-    loaded = _resolve(args.model, image_size)
     log = lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    log(f"model '{loaded.name}' ready in {time.perf_counter() - started:.1f} s")
-    manifest = export_model(loaded, out, options, force=args.force, log=log)
+    from edgelmm.models.item_encoder import is_item_lm_dir
+
+    if is_item_lm_dir(args.model):  # `edgelmm train --recipe ilm` output: the LM's bundle + item encoder + CF table
+        from edgelmm.export.item_lm import export_item_lm
+
+        manifest = export_item_lm(Path(args.model), out, options, force=args.force, log=log)
+    else:
+        loaded = _resolve(args.model, image_size)
+        log(f"model '{loaded.name}' ready in {time.perf_counter() - started:.1f} s")
+        manifest = export_model(loaded, out, options, force=args.force, log=log)
     print(format_report(manifest.validation))
     total = sum(f.bytes for f in manifest.files.values())
     print(f"wrote {out} ({len(manifest.files)} files, {total / 2**20:.1f} MB) in {time.perf_counter() - started:.1f} s")

@@ -90,8 +90,12 @@ class ExportOptions:
 
 
 def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = ExportOptions(), *, force: bool = False,
-                 log: Log = lambda _: None) -> Manifest:
-    """Export ``loaded`` to the bundle directory ``out`` and return its manifest."""
+                 log: Log = lambda _: None, extra: Callable[[Path, Manifest, Log], Manifest] | None = None) -> Manifest:
+    """Export ``loaded`` to the bundle directory ``out`` and return its manifest.
+
+    ``extra(tmp_dir, manifest, log) -> manifest``: adds more files and graphs to the bundle before it is published
+    (the Item-Language Model's item encoder and CF table: export/item_lm.py); write_bundle lists and hashes them.
+    """
     if options.precision not in SUPPORTED_PRECISIONS:
         valid = ", ".join(str(p) for p in SUPPORTED_PRECISIONS)
         raise SpecError(f"precision '{options.precision}' cannot be exported yet; valid: {valid}")
@@ -107,7 +111,8 @@ def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = Export
     started = time.perf_counter()
 
     def populate(tmp: Path) -> Manifest:
-        return _populate(loaded, tmp, options, log, started)
+        manifest = _populate(loaded, tmp, options, log, started)
+        return extra(tmp, manifest, log) if extra is not None else manifest
 
     try:
         return write_bundle(out, populate, force=force)

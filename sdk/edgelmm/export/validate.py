@@ -107,6 +107,17 @@ def validate_vision(path: Path, module: torch.nn.Module, image_size: tuple[int, 
     return cases
 
 
+def validate_item_encoder(path: Path, module: torch.nn.Module, table: torch.Tensor,
+                          tol: tuple[float, float]) -> list[Case]:
+    """1 and 5 CF rows (the trace used 2), real rows of the table (the scales the runtime feeds)."""
+    session, cases = _session(path), []
+    for rows in (1, 5):
+        cf = table[torch.arange(rows) % table.shape[0]]
+        o, t = _run_case(session, module, {"item_cf": cf.numpy()}, (cf,))
+        cases.append(compare("item_encoder", f"item_cf[{rows},{table.shape[1]}]", o, t, *tol))
+    return cases
+
+
 def validate_embedding(path: Path, module: torch.nn.Module, vocab: int, tol: tuple[float, float]) -> list[Case]:
     session, cases = _session(path), []
     for batch, seq in ((1, 5), (3, 1)):

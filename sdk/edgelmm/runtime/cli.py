@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True, help="bundle directory written by `edgelmm export`")
     p.add_argument("--image", action="append", default=[], metavar="PATH", help="an image (repeat for several)")
     p.add_argument("--prompt", help="the user message (required unless --dry-run)")
+    p.add_argument("--item", action="append", type=int, default=None, metavar="ID",
+                   help="item bundles: the item id for the next <item> placeholder of --prompt (repeat in order)")
     p.add_argument("--profile", default=None, metavar="NAME|PATH",
                    help="device profile: a name from device_profiles/ or a YAML file (default: CPU, no budget)")
     p.add_argument("--dry-run", action="store_true",
@@ -56,6 +58,7 @@ def main(argv: Sequence[str]) -> int:
     result = pipe.generate(
         args.prompt,
         images=args.image,
+        items=args.item,
         max_new_tokens=args.max_new_tokens,
         stream=stream,
         chat=not args.raw,

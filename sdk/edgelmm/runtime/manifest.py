@@ -11,6 +11,8 @@ Bundle layout::
     token_embedding.onnx     input_ids -> inputs_embeds
     decoder.onnx (+ .data)   inputs_embeds, attention_mask, position_ids, past KV -> logits, present KV
     tokenizer.json           HF tokenizers file
+    item_encoder.onnx        item_cf -> item tokens in LM embedding space (Item-Language Model bundles only)
+    cf_table.bin             the CF item table the runtime gathers item_cf rows from (runtime/items.py format)
 """
 
 from __future__ import annotations
@@ -272,6 +274,29 @@ class TextSpec:
 
 
 @dataclasses.dataclass(**SPEC)
+class ItemsSpec:
+    """Items as inputs (Item-Language Model bundles): the CF table and how items enter the prompt.
+
+    The runtime reads row ``id`` of ``table_file`` (runtime/items.py format) for each requested item, runs the
+    ``item_encoder`` graph (item_cf float32 [N, cf_dim] -> item_tokens float32 [N, num_item_tokens, hidden]) and
+    writes the tokens at the prompt's ``placeholder`` positions, in order.
+    """
+
+    table_file: str
+    num_items: int
+    cf_dim: int
+    num_item_tokens: int
+    placeholder: str = "<item>"
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.num_items <= 2**31 and 1 <= self.cf_dim <= MAX_HEADS_OR_DIM
+                and 1 <= self.num_item_tokens <= MAX_HEADS_OR_DIM):
+            raise SpecError(f"items: num_items, cf_dim and num_item_tokens out of range: {self}")
+        if self.placeholder != "<item>":
+            raise SpecError(f"items.placeholder {self.placeholder!r:.30} is not supported; valid: '<item>'")
+
+
+@dataclasses.dataclass(**SPEC)
 class ModelInfo:
     """What was exported."""
 
@@ -312,10 +337,16 @@ class Manifest:
     created_by: str = "edgelmm export"
     tools: tuple[str, ...] = ()
     """Tool ids of a tool-selection model (MLLM-Tool): the demo's tool mode decodes under Choice(tools)."""
+    items: ItemsSpec | None = None
+    """Item-Language Model bundles: the CF table and the item_encoder graph's contract (None: no item inputs)."""
 
     @property
     def has_vision(self) -> bool:
         return GraphRole.VISION_ENCODER in self.graphs
+
+    @property
+    def has_items(self) -> bool:
+        return self.items is not None
 
     def to_json(self) -> str:
         return json.dumps(to_dict(self), indent=2, sort_keys=False) + "\n"
@@ -411,7 +442,7 @@ def check_invariants(manifest: Manifest, *, where: str = MANIFEST_NAME) -> None:
         if isinstance(tokens, int) and tokens != text.num_image_tokens:
             problems.append(
                 f"vision_encoder emits {tokens} tokens per image, text.num_image_tokens says {text.num_image_tokens}")
-    problems += _family_field_problems(manifest)
+    problems += _family_field_problems(manifest) + _item_problems(manifest)
     if problems:
         raise BundleError(f"{where}: invalid manifest: " + "; ".join(problems))
 
@@ -436,6 +467,26 @@ def _family_field_problems(manifest: Manifest) -> list[str]:
     return problems
 
 
+def _item_problems(manifest: Manifest) -> list[str]:
+    """An item_encoder graph and the items section go together, and their widths agree."""
+    graph, items = manifest.graphs.get(GraphRole.ITEM_ENCODER), manifest.items
+    if graph is None and items is None:
+        return []
+    if graph is None or items is None:
+        return ["an item_encoder graph and the items section go together"]
+    problems = []
+    if items.table_file not in manifest.files:
+        problems.append(f"items.table_file '{items.table_file}' is not listed in files")
+    cf_dim = _dim(graph, "item_cf", -1, problems, inputs=True)
+    if cf_dim not in (None, items.cf_dim):
+        problems.append(f"item_encoder item_cf width {cf_dim} != items.cf_dim {items.cf_dim}")
+    shape = next((t.shape for t in graph.outputs if t.name == "item_tokens"), None)
+    if shape is not None and (len(shape) != 3 or shape[1:] != (items.num_item_tokens, manifest.model.hidden_size)):
+        problems.append(f"item_encoder item_tokens shape {list(shape)} is not [N, {items.num_item_tokens}, "
+                        f"{manifest.model.hidden_size}]")
+    return problems
+
+
 def io_contract(manifest: Manifest) -> dict[GraphRole, tuple[dict[str, str], dict[str, str]]]:
     """Per role: the tensors the runtime feeds (exactly these) and reads (at least these), name -> dtype.
 
@@ -445,6 +496,7 @@ def io_contract(manifest: Manifest) -> dict[GraphRole, tuple[dict[str, str], dic
     contract = {
         GraphRole.VISION_ENCODER: ({"pixel_values": "float32"}, {"image_features": "float32"}),
         GraphRole.TOKEN_EMBEDDING: ({"input_ids": "int64"}, {"inputs_embeds": "float32"}),
+        GraphRole.ITEM_ENCODER: ({"item_cf": "float32"}, {"item_tokens": "float32"}),
     }
     kv = manifest.kv_cache
     past = {n: kv.dtype for kind in ("past_key", "past_value") for n in kv.names(kind)}

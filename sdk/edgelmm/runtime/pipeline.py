@@ -5,6 +5,8 @@
     pipe = Pipeline.load("bundles/smol-vqa", profile="pixel-8")   # a device profile (device_profiles/)
     res = pipe.generate("What colour is the circle?", images=["scene.png"], max_new_tokens=16)
     print(res.text, res.metrics.ttft_ms, res.metrics.providers)
+    pipe = Pipeline.load("bundles/smol-ilm")                      # an Item-Language Model bundle
+    res = pipe.generate("I watched <item> The Iron Bridge. What next?", items=[17])
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edgelmm.errors import BundleError, InputError, SpecError
 from edgelmm.runtime.constraint import Choice, ChoiceTrie, choice_loop
 from edgelmm.runtime.decoding import BoundEmbedding, open_decoder
 from edgelmm.runtime.generate import StreamCallback, token_loop
+from edgelmm.runtime.items import check_item_ids, read_table
 from edgelmm.runtime.manifest import Manifest, safe_path, verify_files, verify_graphs
 from edgelmm.runtime.metrics import Metrics, peak_rss_mb
 from edgelmm.runtime.plan import LoadPlan, plan_load
@@ -113,6 +116,10 @@ class Pipeline:
         self.decoder = open_decoder(sessions[GraphRole.DECODER].session, manifest.kv_cache, hidden,
                                     manifest.positions.rows)
         self._embed_token = BoundEmbedding(sessions[GraphRole.TOKEN_EMBEDDING].session, hidden)
+        items = manifest.items
+        self.item_table = read_table(safe_path(root, items.table_file), rows=items.num_items, dim=items.cf_dim) \
+            if items is not None else None
+        """float32 [num_items, cf_dim]: the CF table (item bundles only; verified with the bundle's files)."""
         self._lock = threading.Lock()
         """Serialises generate(): one decoder KV cache per pipeline. Encode/embed calls need no lock (sessions are
         thread-safe); build one Pipeline per concurrent conversation for parallelism."""
@@ -211,17 +218,30 @@ class Pipeline:
                                        for i in range(0, len(pixels), batch)])
             return session.run(["image_features"], {"pixel_values": pixels})[0]
 
+    def encode_items(self, items: Sequence[int]) -> np.ndarray:
+        """Item ids -> float32 [N, num_item_tokens, hidden]: CF rows through the item encoder, in LM space."""
+        if self.item_table is None:
+            raise InputError("this bundle has no item encoder (items= needs an Item-Language Model bundle)")
+        ids = check_item_ids(items, n_items=self.item_table.shape[0])
+        with graph_errors(GraphRole.ITEM_ENCODER):
+            return self.sessions[GraphRole.ITEM_ENCODER].session.run(["item_tokens"],
+                                                                     {"item_cf": self.item_table[ids]})[0]
+
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """int64 ids [S] -> float32 inputs_embeds [1, S, hidden]."""
         session = self.sessions[GraphRole.TOKEN_EMBEDDING].session
         with graph_errors(GraphRole.TOKEN_EMBEDDING):
             return session.run(["inputs_embeds"], {"input_ids": np.asarray(ids, dtype=np.int64)[None]})[0]
 
-    def prompt_embeds(self, prompt: PromptIds, features: np.ndarray | None) -> np.ndarray:
-        """Token embeddings with each tile's visual features written into its slots: float32 [1, S, hidden]."""
+    def prompt_embeds(self, prompt: PromptIds, features: np.ndarray | None,
+                      item_features: np.ndarray | None = None) -> np.ndarray:
+        """Token embeddings with each tile's visual features (and each item's tokens) written into its slots:
+        float32 [1, S, hidden]."""
         embeds = self.embed(prompt.ids)
         for i, (start, length) in enumerate(prompt.image_slots):
             embeds[0, start : start + length] = features[i]
+        for i, (start, length) in enumerate(prompt.item_slots):
+            embeds[0, start : start + length] = item_features[i]
         return embeds
 
     def _prefill(self, embeds: np.ndarray, positions: np.ndarray, total: int = 0) -> np.ndarray:
@@ -262,12 +282,16 @@ class Pipeline:
         config: GenerationSpec | None = None,
         chat: bool = True,
         constraint: Choice | None = None,
+        items: Sequence[int] | None = None,
         **options: Any,
     ) -> Result:
         """Answer ``prompt`` about ``images``; greedy unless temperature > 0 (see GenerationSpec for options).
 
         ``constraint``: a :class:`~edgelmm.runtime.constraint.Choice`; the answer is then always one of its framed
         options, complete (max_new_tokens and stop strings do not cut it), and ``finish_reason`` is "choice".
+
+        ``items``: item ids (rows of an item bundle's CF table), one per ``<item>`` placeholder of the prompt's text,
+        in order; without ``items`` the text is taken literally.
         """
         if constraint is not None and not isinstance(constraint, Choice):
             raise InputError(f"constraint must be a Choice, got {type(constraint).__name__}")
@@ -276,14 +300,24 @@ class Pipeline:
         if images is not None and (isinstance(images, str | bytes) or not isinstance(images, Sequence)):
             raise InputError(f"images must be a list, got {type(images).__name__}")
         images = list(images or [])
+        if items is not None and (isinstance(items, str | bytes) or not isinstance(items, Sequence)):
+            raise InputError(f"items must be a list of item ids, got {type(items).__name__}")
+        items = list(items or [])
+        if items:  # checked before any work
+            if self.item_table is None:
+                raise InputError("this bundle has no item encoder (items= needs an Item-Language Model bundle)")
+            check_item_ids(items, n_items=self.item_table.shape[0])
         if len(images) > MAX_IMAGES_PER_PROMPT:
             raise InputError(f"{len(images)} images given; the limit is {MAX_IMAGES_PER_PROMPT} per prompt")
         spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
         with self._exclusive("generate()"):
             start = time.perf_counter()
             tiles = self.prepare_images(images) if images else []
-            ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles])
-            return self._generate(ids, tiles, spec, stream, start, constraint)
+            item_tokens = self.manifest.items.num_item_tokens if items else 0
+            ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles],
+                                     n_items=len(items), item_tokens=item_tokens)
+            item_features = self.encode_items(items) if items else None
+            return self._generate(ids, tiles, spec, stream, start, constraint, item_features)
 
     def generate_ids(
         self,
@@ -334,6 +368,7 @@ class Pipeline:
     def _generate(
         self, ids: PromptIds, tiles: list[ImageTiles], spec: GenerationSpec, stream: StreamCallback | None, t0: float,
         constraint: Choice | None = None,
+        item_features: np.ndarray | None = None,
     ) -> Result:
         """Encode images, prefill, decode. ``t0``: perf_counter() at the call, the origin of TTFT."""
         metrics = self._load_metrics(len(tiles))
@@ -361,7 +396,7 @@ class Pipeline:
             if max_new > room:
                 raise InputError(f"prompt is {len(ids)} tokens; the longest option needs {max_new} more and the "
                                  f"context is {self.max_context}")
-        first_logits = self._prefill(self.prompt_embeds(ids, features), positions, len(ids) + max_new)
+        first_logits = self._prefill(self.prompt_embeds(ids, features, item_features), positions, len(ids) + max_new)
         metrics.prefill_ms = (time.perf_counter() - t2) * 1e3
         steps = 0
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgelmm.errors import InputError
+from edgelmm.runtime.items import ITEM_TOKEN, split_on_items
 from edgelmm.runtime.manifest import ImagePromptSpec, TextSpec
 from edgelmm.runtime.template import compile_template, render
 from edgelmm.runtime.tokenizer import Tokenizer
@@ -38,6 +39,8 @@ class PromptIds:
     image_slots: tuple[tuple[int, int], ...]
     """(start, length) of each run of visual tokens in ``ids``: one per tile, tiles of each image in order (one
     run per image unless the bundle splits images into tiles)."""
+    item_slots: tuple[tuple[int, int], ...] = ()
+    """(start, length) of each item's run of item tokens, in prompt order (Item-Language Model bundles)."""
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -53,14 +56,16 @@ class PromptBuilder:
         self._template = compile_template(text.chat_template) if text.chat_template else None
 
     def build(self, prompt: str | Sequence[Message], n_images: int = 0, *, chat: bool = True,
-              grids: Sequence[tuple[int, int]] | None = None) -> PromptIds:
+              grids: Sequence[tuple[int, int]] | None = None, n_items: int = 0, item_tokens: int = 0) -> PromptIds:
         """Tokenize ``prompt`` with ``n_images`` images.
 
         A string prompt becomes one user message with the images first (LLaVA's ``<image>\\n{prompt}``). A message
         list places images where its ``{"type": "image"}`` parts are. ``chat=False`` skips the template: image
         slots, then the raw text. ``grids`` gives each image's (rows, cols) of tiles (see preprocess.ImageTiles;
-        default (0, 0): one tile). Raises InputError on bad messages, placeholder/image count mismatch or a prompt
-        that does not fit ``max_context``.
+        default (0, 0): one tile). ``n_items`` > 0: the caller's text names that many items with ``<item>``
+        placeholders (runtime/items.py), each expanded to ``item_tokens`` slots (item bundles only; with
+        ``n_items`` = 0 the text is taken literally). Raises InputError on bad messages, placeholder/image or
+        placeholder/item count mismatch or a prompt that does not fit ``max_context``.
         """
         if isinstance(n_images, bool) or not isinstance(n_images, int) or not 0 <= n_images <= MAX_IMAGES_PER_PROMPT:
             raise InputError(f"the number of images must be in [0, {MAX_IMAGES_PER_PROMPT}], got {n_images!r:.20}")
@@ -76,6 +81,8 @@ class PromptBuilder:
         else:
             messages = self._normalise(prompt, n_images)
             pieces = self._render(messages)
+        if n_items:
+            pieces = _split_items(pieces, n_items)
         segments = self._tokenize(pieces)
         images = segments.count(None)
         if images != n_images:
@@ -85,7 +92,7 @@ class PromptBuilder:
             raise InputError(f"{len(grids)} tile grid(s) given for {n_images} image(s)")
         segments = self._expand_images(segments, iter(grids))
         n, tiles = self.text.num_image_tokens, segments.count(None)
-        total = sum(n if seg is None else len(seg) for seg in segments)  # before allocating any image slot
+        total = sum(n if seg is None else item_tokens if seg is ITEM_SLOT else len(seg) for seg in segments)
         if total == 0:
             raise InputError("prompt is empty (0 tokens): give some text or an image")
         if total >= self.text.max_context:
@@ -95,14 +102,18 @@ class PromptBuilder:
                 f" context is {self.text.max_context}, leaving no room to generate"
             )
         ids: list[int] = []
-        slots = []
+        slots, item_slots = [], []
+        filler = self.text.pad_token_id if self.text.pad_token_id is not None else self.text.eos_token_ids[0]
         for seg in segments:
             if seg is None:
                 slots.append((len(ids), n))
                 ids += [int(self.text.image_token_id)] * n
+            elif seg is ITEM_SLOT:  # the token id is a placeholder: its embedding is overwritten by the item's tokens
+                item_slots.append((len(ids), item_tokens))
+                ids += [int(filler)] * item_tokens
             else:
                 ids += seg
-        return PromptIds(np.asarray(ids, dtype=np.int64), tuple(slots))
+        return PromptIds(np.asarray(ids, dtype=np.int64), tuple(slots), tuple(item_slots))
 
     def _normalise(self, prompt: str | Sequence[Message], n_images: int) -> list[dict[str, Any]]:
         if isinstance(prompt, str):
@@ -195,10 +206,12 @@ class PromptBuilder:
         return pieces
 
     def _tokenize(self, pieces: list[tuple[str, Any]]) -> list[list[int] | None]:
-        """Template text with special tokens parsed, user text with them escaped; None where an image goes."""
+        """Template text with special tokens parsed, user text with them escaped; None where an image goes,
+        ITEM_SLOT where an item goes."""
         return [
             self.tokenizer.encode_trusted(value) if kind == "template"
             else self.tokenizer.encode_untrusted(value) if kind == "user"
+            else ITEM_SLOT if kind == "item"
             else None
             for kind, value in pieces
         ]
@@ -215,6 +228,28 @@ class PromptBuilder:
                 if text is None or text:
                     out.append(None if text is None else self.tokenizer.encode_trusted(text))
         return out
+
+
+ITEM_SLOT: list[int] = []
+"""Marks an item's place among tokenized segments (compared by identity: it is never a real segment)."""
+
+
+def _split_items(pieces: list[tuple[str, Any]], n_items: int) -> list[tuple[str, Any]]:
+    """Split the user's text (never template text) on ``<item>``; refuse a count other than ``n_items``."""
+    out: list[tuple[str, Any]] = []
+    found = 0
+    for kind, value in pieces:
+        if kind != "user":
+            out.append((kind, value))
+            continue
+        for i, text in enumerate(split_on_items(value)):
+            if i:
+                out.append(("item", None))
+                found += 1
+            out.append(("user", text))
+    if found != n_items:
+        raise InputError(f"the prompt has {found} {ITEM_TOKEN} placeholder(s) but {n_items} item(s) were given")
+    return out
 
 
 def _texts(messages: list[dict[str, Any]]) -> Iterator[str]:

@@ -433,6 +433,48 @@ def _train_recipe_seed(ctx: FuzzContext) -> dict[str, Any]:
     return to_dict(full())
 
 
+# -- Item-Language Model inputs: the bundle's CF table, MovieLens-format logs (issue 12) --------------------------
+
+CF_ROWS, CF_DIM = 6, 4
+
+
+def _cf_table(ctx: FuzzContext, data: bytes) -> Any:
+    from edgelmm.runtime.items import read_table
+
+    path = ctx.path("items/cf_table.bin")
+    path.write_bytes(data)
+    return read_table(path, rows=CF_ROWS, dim=CF_DIM)
+
+
+def _cf_table_seeds(ctx: FuzzContext) -> list[bytes]:
+    from edgelmm.runtime.items import write_table
+
+    path = ctx.path("items/seed.bin")
+    write_table(path, np.arange(CF_ROWS * CF_DIM, dtype=np.float32).reshape(CF_ROWS, CF_DIM))
+    return [path.read_bytes()]
+
+
+def _cf_table_is_sound(ctx: FuzzContext, case: bytes, table: np.ndarray) -> None:
+    assert table.shape == (CF_ROWS, CF_DIM) and table.dtype == np.float32 and np.isfinite(table).all()
+
+
+MOVIES_SEED = b"1::Toy Story (1995)::Animation|Comedy\n2::Heat (1995)::Action\n"
+RATINGS_SEED = b"7::2::4::300\n7::1::5::100\n8::1::4::60\n"
+
+
+def _ratings(ctx: FuzzContext, data: bytes) -> Any:
+    from edgelmm.train.data.interactions import load_movielens
+
+    movies, ratings = ctx.path("movielens/movies.dat"), ctx.path("movielens/ratings.dat")
+    movies.write_bytes(MOVIES_SEED)
+    ratings.write_bytes(data)
+    return load_movielens(ratings, movies)
+
+
+def _ratings_are_sound(ctx: FuzzContext, case: bytes, data: Any) -> None:
+    assert all(0 <= i < data.n_items for h in data.histories for i in h) and data.n_users >= 1
+
+
 # -- `edgelmm run` argv -------------------------------------------------------------------------------------------
 
 RUN_FLAGS = (
@@ -667,6 +709,13 @@ FUZZ_TARGETS: dict[str, FuzzTarget] = {
                      "device profile YAML file -> runtime.profile.read_profile"),
         _yaml_target("train-recipe", _train_recipe, _train_recipe_seed,
                      "training recipe YAML (edgelmm train --config) -> strict_yaml + from_dict(RecipeSpec)"),
+        FuzzTarget("cf-table", _cf_table, lambda ctx: s.mutated_bytes(_cf_table_seeds(ctx), fix_png_crc=False),
+                   "mutated CF table file (item bundles) -> runtime.items.read_table", seeds=_cf_table_seeds,
+                   check=_cf_table_is_sound, from_bytes=True),
+        FuzzTarget("movielens-ratings", _ratings, lambda ctx: s.mutated_bytes([RATINGS_SEED], fix_png_crc=False),
+                   "mutated MovieLens ratings.dat -> train.data.interactions.load_movielens",
+                   seeds=lambda ctx: [RATINGS_SEED, b"", b"::::\n", b"7::1::1e999::1\n", b"\xff\xfe::"],
+                   check=_ratings_are_sound, from_bytes=True),
         FuzzTarget("cli-run", _cli, _cli_cases, "`edgelmm run` argv -> exit code + one stderr line"),
         FuzzTarget("generate-options", _options, _options_cases, "Pipeline.generate(**options)"),
     )

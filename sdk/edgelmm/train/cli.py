@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also checkpoint every SECONDS within a stage (default 300; stages always end with one)")
     p.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
                    help="checkpoint and exit after N optimizer steps (continue later with --resume)")
+    p.add_argument("--save-only", action="store_true",
+                   help="with --resume: write model/ from the last checkpoint as it is, without training further "
+                        "(a run stopped early; provenance.json records the stage and step)")
     p.add_argument("--no-eval", action="store_true", help="skip the recipe's evaluations after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -60,6 +63,8 @@ def main(argv: Sequence[str]) -> int:
         for name, entry in RECIPES.items():
             print(f"{name}  presets: {', '.join(presets(name))}  {entry.description}")
         return 0
+    if args.save_only and not args.resume:
+        parser.error("--save-only needs --resume DIR")
     resume_meta = _resume_meta(Path(args.resume)) if args.resume else None
     spec = _spec(args, parser, resume_meta)
     if args.dry_run or args.dump:
@@ -196,7 +201,8 @@ def _run(spec: Any, out: Path, args: argparse.Namespace, resume_meta: dict[str, 
     try:
         with ctx.stop:
             state = recipe.setup(spec, ctx, resume)
-            state = recipe.train(state)
+            if not args.save_only:
+                state = recipe.train(state)
     except loop.Stopped as stopped:
         if dist.main:
             print(f"edgelmm: {stopped}", file=sys.stderr)
@@ -209,7 +215,12 @@ def _run(spec: Any, out: Path, args: argparse.Namespace, resume_meta: dict[str, 
     if not dist.main:
         return 0
     model_dir = recipe.save(state, out / "model")
-    print(f"trained '{spec.name}' in {ctx.elapsed:.0f} s; weights in {model_dir}", file=sys.stderr)
+    if args.save_only:
+        _record_stop(model_dir, resume_meta)
+        print(f"saved '{spec.name}' as stopped at stage {resume_meta['stage']} step {resume_meta['step']}; "
+              f"weights in {model_dir}", file=sys.stderr)
+    else:
+        print(f"trained '{spec.name}' in {ctx.elapsed:.0f} s; weights in {model_dir}", file=sys.stderr)
     if spec.evals and not args.no_eval:
         _evaluate(spec, model_dir)
     return 0
@@ -227,6 +238,16 @@ def _evaluate(spec: Any, model_dir: Path) -> None:
         print(report.summary())
         results[f"{request.task}:{request.split}"] = report.to_dict()
     record_evals(model_dir, results)
+
+
+def _record_stop(model_dir: Path, meta: dict[str, Any]) -> None:
+    """provenance.json of a --save-only model: where the run stopped (it did not finish its schedule)."""
+    path = model_dir / "provenance.json"
+    provenance = json.loads(path.read_text()) if path.is_file() else {}
+    provenance["stopped_at"] = {"stage": meta["stage"], "stage_index": meta["stage_index"], "step": meta["step"]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(provenance, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def record_evals(model_dir: Path, results: dict[str, Any]) -> None:

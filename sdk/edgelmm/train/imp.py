@@ -78,23 +78,16 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
 
 def train(state: State) -> State:
     """Run the stages in order, from the resume point if any."""
-    run_stages(state, _stage)
+    loop.run_stages(state.spec.stages, state.ctx, state.resume, functools.partial(_stage, state),
+                    after_stage=functools.partial(plot_run, state.ctx))
+    state.resume = None
     return state
 
 
-def run_stages(state: Any, build: Any) -> None:
-    """Run ``state.spec.stages`` from ``state.resume`` (or the start), each through ``build(state, stage, index)``
-    -> loop.Stage; redraw loss.png after each stage. Shared by every recipe whose state has spec/ctx/resume."""
-    resume = state.resume or {"stage_index": 0, "step": 0}
-    for index, stage in enumerate(state.spec.stages):
-        if index < resume["stage_index"]:
-            continue
-        start = resume["step"] if index == resume["stage_index"] else 0
-        optimizer = resume.get("optimizer") if index == resume["stage_index"] and start > 0 else None
-        loop.run_stage(build(state, stage, index), state.ctx, start_step=start, optimizer_state=optimizer)
-        if state.ctx.dist.main:
-            plot_losses(state.ctx.out / loop.LOG_FILE, state.ctx.out / "loss.png")
-    state.resume = None
+def plot_run(ctx: loop.RunContext) -> None:
+    """loss.png of the run so far (rank 0 only)."""
+    if ctx.dist.main:
+        plot_losses(ctx.out / loop.LOG_FILE, ctx.out / "loss.png")
 
 
 def _stage(state: State, stage: StageSpec, index: int) -> loop.Stage:

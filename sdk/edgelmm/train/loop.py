@@ -174,6 +174,21 @@ def lr_at(spec: StageSpec, step: int) -> float:
     return spec.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def run_stages(stages: tuple[StageSpec, ...], ctx: RunContext, resume: dict[str, Any] | None,
+               make_stage: Callable[[StageSpec, int], Stage], after_stage: Callable[[], None] | None = None) -> None:
+    """Run a recipe's stages in order from ``resume``'s (stage_index, step, optimizer) if any; ``make_stage(spec,
+    index)`` builds each stage only when it runs (it may change which parameters train)."""
+    resume = resume or {"stage_index": 0, "step": 0}
+    for index, spec in enumerate(stages):
+        if index < resume["stage_index"]:
+            continue
+        start = resume["step"] if index == resume["stage_index"] else 0
+        optimizer = resume.get("optimizer") if index == resume["stage_index"] and start > 0 else None
+        run_stage(make_stage(spec, index), ctx, start_step=start, optimizer_state=optimizer)
+        if after_stage is not None:
+            after_stage()
+
+
 def run_stage(stage: Stage, ctx: RunContext, *, start_step: int = 0,
               optimizer_state: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
     """Train ``stage`` from optimizer step ``start_step`` to ``spec.steps``; checkpoint and log as it goes."""

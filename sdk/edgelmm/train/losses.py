@@ -16,6 +16,10 @@ LOSSES: dict[str, str] = {
     "attributes": "auxiliary cross-entropy of per-cell shape/colour/size heads and a digit head (labels of the "
                   "built-in datasets); a documented addition to SigLIP, see docs/training.md",
     "ce": "next-token cross-entropy on the labelled tokens only: the caption, or the answer (LLaVA masking)",
+    "itc": "ILM item-text contrastive: best-matching query output vs the text's [CLS] state, in-batch negatives",
+    "itg": "ILM item-grounded generation: the Q-Former decodes the item's text from its queries (causal text mask)",
+    "itm": "ILM item-text matching: binary match head on the queries after joint item+text attention",
+    "iic": "ILM item-item contrastive: items engaged by the same user are positives, in-batch negatives",
 }
 """name -> what it computes. Stages name their losses; the stage's step function computes exactly those."""
 
@@ -154,3 +158,44 @@ def rdist(student_visual: torch.Tensor, teacher_visual: torch.Tensor, chunk: int
                          f"{tuple(teacher_visual.shape)} differ")
     r_s, r_t = gram(student_visual, chunk).flatten(), gram(teacher_visual, chunk).flatten()
     return 1.0 - F.cosine_similarity(r_s, r_t, dim=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Item-Language Model (phase 1)
+
+
+def item_text_contrastive(query_emb: torch.Tensor, text_emb: torch.Tensor, temperature: torch.Tensor,
+                          same: torch.Tensor | None = None) -> torch.Tensor:
+    """BLIP-2's ITC with items for images: symmetric InfoNCE over the batch.
+
+    query_emb: float [B, K, E], text_emb: float [B, E] (both normalised here); temperature: positive scalar.
+    An item's similarity to a text is the max over its K query embeddings. ``same``: optional bool [B, B], True
+    where item i and text j are the same item (duplicates in a batch are not negatives). Returns a scalar.
+    """
+    q, t = F.normalize(query_emb, dim=-1), F.normalize(text_emb, dim=-1)
+    sim = torch.einsum("bke,ce->bck", q, t).amax(-1) / temperature  # [B items, B texts]
+    return _symmetric_infonce(sim, same)
+
+
+def item_item_contrastive(a: torch.Tensor, b: torch.Tensor, temperature: torch.Tensor,
+                          same: torch.Tensor | None = None) -> torch.Tensor:
+    """ILM's item-item contrastive loss: a[i] and b[i] were co-engaged (positives), other rows are negatives.
+
+    a, b: float [B, E] (normalised here); ``same``: optional bool [B, B] marking pairs that are not true negatives
+    (b[j] is a[i]'s item or also co-engaged with it). Returns a scalar.
+    """
+    sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
+    return _symmetric_infonce(sim, same)
+
+
+def _symmetric_infonce(sim: torch.Tensor, same: torch.Tensor | None) -> torch.Tensor:
+    if same is not None:  # drop false negatives; keep the diagonal
+        eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+        sim = sim.masked_fill(same & ~eye, torch.finfo(sim.dtype).min)
+    target = torch.arange(sim.shape[0], device=sim.device)
+    return (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target)) / 2
+
+
+def item_text_matching(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ITM: cross-entropy of match logits float [N, 2] against labels int64 [N] (1 = the text is the item's)."""
+    return F.cross_entropy(logits, labels)

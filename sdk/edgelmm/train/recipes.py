@@ -64,6 +64,14 @@ RECIPES: dict[str, RecipeEntry] = {
         presets_module="edgelmm.train.llava_kd_presets",
         description="LLaVA-KD distillation (DPT, SFT, DFT with MDist + RDist) of smol-vqa into smol-vqa-s",
     ),
+    # Item-Language Model (arXiv 2406.02844): BPR item vectors -> Q-Former -> adaptor -> frozen SmolLM2.
+    "ilm": RecipeEntry(
+        name="ilm",
+        module="edgelmm.train.item_lm",
+        presets_module="edgelmm.train.item_lm_presets",
+        description="BPR CF table, Q-Former item encoder (phase 1: ITC/ITG/ITM/IIC), then Q-Former + adaptor on "
+                    "conversational recommendation with the LM frozen",
+    ),
 }
 
 

@@ -12,6 +12,8 @@ from edgelmm.errors import SpecError
 from edgelmm.specs import SPEC, Trainability
 
 COMPONENTS = ("vision_tower", "connector", "llm")
+FORMATS = ("contrastive", "caption", "qa", "item-text", "item-chat")
+"""item-text / item-chat: the ilm recipe's phases (its Q-Former is the "vision_tower", its adaptor the "connector")."""
 
 
 @dataclasses.dataclass(**SPEC)
@@ -105,8 +107,8 @@ class StageSpec:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.format not in ("contrastive", "caption", "qa"):
-            problems.append(f"format '{self.format}' is not valid; valid: contrastive, caption, qa")
+        if self.format not in FORMATS:
+            problems.append(f"format '{self.format}' is not valid; valid: {', '.join(FORMATS)}")
         if self.steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
             problems.append(f"need steps >= 0, batch_size >= 1, grad_accum >= 1; got {self.steps}, "
                             f"{self.batch_size}, {self.grad_accum}")
