@@ -63,7 +63,8 @@ def test_exact_match_normalises_case_and_punctuation():
 def test_every_task_has_its_dataset_and_list_covers_them(capsys):
     assert all(t.name == k and t.dataset in DATASETS for k, t in TASKS.items())
     assert main(["eval", "--list"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [*TASKS, "rec"]  # rec (ilm) is scored by its own evaluator, not a TASKS entry
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == [*TASKS, "rec"]  # rec (ilm models) has its own evaluator, not a TASKS entry
 
 
 def test_bad_input_is_one_line_exit_2(capsys, tmp_path):
