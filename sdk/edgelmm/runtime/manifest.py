@@ -290,6 +290,28 @@ class ModelInfo:
 
 
 @dataclasses.dataclass(**SPEC)
+class VisualTokenSpec:
+    """A visual-token budget the vision graph was exported with (export/visual_tokens.py). The runtime needs only
+    ``text.num_image_tokens`` and ``preprocess.image_size``, which already say the result; this records the cost."""
+
+    native_image_size: int
+    image_size: int
+    """Square size the vision graph takes (== preprocess.image_size)."""
+    native_tokens: int
+    pool: int = 1
+    """k x k average pooling after the connector."""
+    tokens: int = 0
+    """Visual tokens per image after the budget (== text.num_image_tokens)."""
+    retraining: str = ""
+    """What recovers the accuracy this budget costs, when the recipe says."""
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.image_size <= MAX_IMAGE_SIDE and 1 <= self.native_image_size <= MAX_IMAGE_SIDE
+                and self.pool >= 1 and 0 <= self.tokens <= self.native_tokens):
+            raise SpecError("visual_tokens: sizes must be in [1, 8192], pool >= 1, 0 <= tokens <= native_tokens")
+
+
+@dataclasses.dataclass(**SPEC)
 class Manifest:
     """The whole manifest.json."""
 
@@ -310,6 +332,11 @@ class Manifest:
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     """edgelmm/torch/transformers/onnx/onnxruntime versions, git commit, export options, time."""
     created_by: str = "edgelmm export"
+    visual_tokens: VisualTokenSpec | None = None
+    """The visual-token budget of the vision graph, when the export applied one."""
+    accuracy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The export's accuracy re-check of the finished bundle (export/accuracy.py): per-graph max abs diff vs torch,
+    decoder top-1 agreement with fp32, task accuracy through the runtime, providers it ran on."""
 
     @property
     def has_vision(self) -> bool:
@@ -421,6 +448,11 @@ def _family_field_problems(manifest: Manifest) -> list[str]:
     positions, tokens = manifest.positions, manifest.text.num_image_tokens
     if positions.scheme == "mrope" and positions.image_grid[0] * positions.image_grid[1] != tokens:
         problems.append(f"positions.image_grid {positions.image_grid} does not hold text.num_image_tokens {tokens}")
+    budget = manifest.visual_tokens
+    if budget is not None and (budget.tokens != tokens or manifest.preprocess is None
+                               or tuple(manifest.preprocess.image_size) != (budget.image_size, budget.image_size)):
+        problems.append(f"visual_tokens ({budget.tokens} tokens at {budget.image_size} px) disagrees with"
+                        " text.num_image_tokens / preprocess.image_size")
     decoder = manifest.graphs.get(GraphRole.DECODER)
     shape = next((t.shape for t in decoder.inputs if t.name == "position_ids"), None) if decoder else None
     rank = 3 if positions.rows > 1 else 2
