@@ -56,7 +56,7 @@ from edgelmm.runtime.manifest import (
     TextSpec,
     VisualTokenSpec,
 )
-from edgelmm.specs import GenerationSpec, GraphRole, Precision
+from edgelmm.specs import GenerationSpec, GraphRole, Precision, to_dict
 
 DEFAULT_OPSET = 18  # dynamo's floor; opset 23 would emit Attention/RotaryEmbedding ops mobile runtimes lack
 TOKENIZER_FILE = "tokenizer.json"
@@ -89,6 +89,10 @@ class ExportOptions:
     """One QuantSpec per graph (export recipes); replaces precision / block_size / accuracy_level / quant_method."""
     budget: VisualBudget = VisualBudget()
     """Visual-token budget of the vision graph (smaller image size, pooling)."""
+    static_shapes: bool = False
+    """NPU form: the vision graph takes exactly one image (batch 1, the fixed image size)."""
+    recipe: str = ""
+    """The export recipe these options came from (provenance)."""
     check_tokens: int = 256
     """Tokens of the fixed text the finished bundle's decoder is teacher-forced over (agreement with fp32 torch);
     0 skips the check."""
@@ -174,6 +178,8 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
                 f" ({budget.image_size} px, pool {budget.pool})")
         else:
             module = vision_encoder(loaded)
+        if options.static_shapes:
+            module.batch_size = 1  # the runtime then feeds one image per call (Pipeline.encode_images)
         path = tmp / "vision_encoder.onnx"
         io_spec, size = vision_io(dynamic_batch=module.batch_size is None), loaded.preprocess.image_size
         export_role(module, trace_inputs_vision(size, module.batch_size), io_spec, path, opset=options.opset,
@@ -396,10 +402,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _option(value: Any) -> Any:
+    """An export option as JSON: specs as dicts, everything else as its string."""
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
+    return None if value is None else str(value)
+
+
 def _provenance(loaded: LoadedModel, options: ExportOptions, started: float) -> dict[str, Any]:
     return {
         "model": loaded.name,
-        "export_options": {k: str(v) if v is not None else None for k, v in dataclasses.asdict(options).items()},
+        "export_options": {f.name: _option(getattr(options, f.name)) for f in dataclasses.fields(options)},
         "versions": {p: _version(p) for p in ("edgelmm", "torch", "transformers", "onnx", "onnxscript", "onnxruntime")},
         "git_commit": git_commit(),
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

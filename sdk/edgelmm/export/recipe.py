@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from edgelmm import strict_yaml
-from edgelmm.errors import SpecError
+from edgelmm.errors import BadInputError, SpecError
 from edgelmm.export.quantize import GRAPH_PRESETS, GraphPrecisions
 from edgelmm.export.visual_tokens import VisualBudget
 from edgelmm.registry import lookup
@@ -92,7 +92,7 @@ class ExportRecipe:
         elif self.preset is not None:
             try:
                 lookup(GRAPH_PRESETS, self.preset, what="precision preset")
-            except SpecError as exc:
+            except BadInputError as exc:  # UnknownNameError, listing the valid names
                 problems.append(str(exc))
         if self.max_context is not None and self.max_context < 2:
             problems.append(f"max_context must be >= 2, got {self.max_context}")

@@ -433,6 +433,22 @@ def _train_recipe_seed(ctx: FuzzContext) -> dict[str, Any]:
     return to_dict(full())
 
 
+def _export_recipe(ctx: FuzzContext, data: bytes) -> Any:
+    """What `edgelmm export --recipe FILE` does before any model loads: strict YAML, then the typed recipe."""
+    from edgelmm.export.recipe import load_recipe
+
+    path = ctx.path("export-recipe/recipe.yaml")
+    path.write_bytes(data)
+    return load_recipe(path)
+
+
+def _export_recipe_seed(ctx: FuzzContext) -> dict[str, Any]:
+    """The shipped QNN recipe: a preset, static shapes, calibration and validation sections."""
+    from edgelmm.export.recipe import load_recipe
+
+    return to_dict(load_recipe("smol-vqa/qnn-a16w8"))
+
+
 # -- `edgelmm run` argv -------------------------------------------------------------------------------------------
 
 RUN_FLAGS = (
@@ -667,6 +683,8 @@ FUZZ_TARGETS: dict[str, FuzzTarget] = {
                      "device profile YAML file -> runtime.profile.read_profile"),
         _yaml_target("train-recipe", _train_recipe, _train_recipe_seed,
                      "training recipe YAML (edgelmm train --config) -> strict_yaml + from_dict(RecipeSpec)"),
+        _yaml_target("export-recipe", _export_recipe, _export_recipe_seed,
+                     "export recipe YAML (edgelmm export --recipe) -> export.recipe.load_recipe"),
         FuzzTarget("cli-run", _cli, _cli_cases, "`edgelmm run` argv -> exit code + one stderr line"),
         FuzzTarget("generate-options", _options, _options_cases, "Pipeline.generate(**options)"),
     )
