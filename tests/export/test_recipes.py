@@ -97,7 +97,8 @@ def pooled_qdq(tiny_llava, tmp_path_factory, sample_images):
     out = tmp_path_factory.mktemp("qdq") / "pooled-a16w8"
     samples = [(image, q) for image in sample_images[:3] for q in ("what colour?", "how many shapes?")]
     manifest = export_model(tiny_llava, out, ExportOptions(graphs=GraphPrecisions.qnn_a16w8(),
-                                                           budget=VisualBudget(pool=2), static_shapes=True),
+                                                           budget=VisualBudget(pool=2), static_shapes=True,
+                                                           max_context=48),
                             calibration=samples)
     return out, manifest
 
@@ -130,9 +131,24 @@ def test_static_qdq_graphs_are_quantized_and_rechecked(pooled_qdq):
         assert not any(n.op_type == "QuantizeLinear" and "attention_mask" in n.input[0] for n in proto.graph.node)
     assert manifest.graphs[GraphRole.TOKEN_EMBEDDING].precision is Precision.FP32
     accuracy = manifest.accuracy
+    qnn = accuracy["providers"]["qnn-htp"]  # ran there with CPU fallback disabled, or says why not
+    assert set(qnn["graphs"]) == {"vision_encoder", "decoder"}
+    assert all(g["ok"] or g["detail"] for g in qnn["graphs"].values())
     assert set(accuracy["max_abs_diff"]) == {"vision_encoder", "token_embedding", "decoder"}
     assert 0.5 <= accuracy["decoder_agreement"]["agreement"] <= 1.0
     assert accuracy["precision"]["decoder"] == "a16w8"
+
+
+def test_static_shapes_decoder_is_a_fixed_step_the_runtime_runs(pooled_qdq, sample_images):
+    out, manifest = pooled_qdq
+    kv, decoder = manifest.kv_cache, manifest.graphs[GraphRole.DECODER]
+    assert kv.layout == "static-buffer" and kv.max_length == 48
+    assert all(isinstance(d, int) for t in decoder.inputs for d in t.shape), decoder.inputs
+    pipe = Pipeline.load(out)
+    result = pipe.generate("what colour?", images=[sample_images[0]], max_new_tokens=4, ignore_eos=True)
+    assert result.metrics.generated_tokens == 4
+    with pytest.raises(Exception, match="holds exactly 48"):
+        pipe.generate("x" * 60, max_new_tokens=1)
 
 
 def test_static_qdq_without_samples_is_refused(tiny_llava, tmp_path):

@@ -83,4 +83,43 @@ def format_accuracy(accuracy: dict[str, Any]) -> str:
                     f" {task['correct']}/{task['n']} examples through the runtime |")
     for provider, result in accuracy.get("providers", {}).items():
         rows.append(f"| runs on {provider} | {'yes' if result.get('ok') else 'no'} | {result.get('detail', '')} |")
+        for graph, entry in result.get("graphs", {}).items():
+            shown = {k: v for k, v in entry.items() if k != "ok"}
+            rows.append(f"| {graph} on {provider} | {'yes' if entry['ok'] else 'no'} | {shown} |")
     return "\n".join(rows)
+
+
+HTP_SIMULATOR = {"soc_model": 60}
+"""QNN options for the x86-64 HTP simulator: it needs a SoC id to be exact (shared/docs/pitfalls.md)."""
+
+
+def provider_checks(root: Any, manifest: Any, feeds: dict[Any, list[dict[str, np.ndarray]]]) -> dict[str, Any]:
+    """Each static graph on the QNN HTP (simulator on x86-64) with CPU fallback disabled, against the CPU EP on the
+    same inputs: did every node run there, and how close are the outputs (decoder: argmax-identical positions).
+
+    ``feeds``: role -> inputs (the calibration feeds). Returns {"qnn-htp": {...}, "cpu": {...}} for the manifest."""
+    from edgelmm.runtime.profile import ProviderSpec, QnnOptions
+    from edgelmm.runtime.sessions import SessionConfig, open_session
+
+    results: dict[str, Any] = {"cpu": {"ok": True, "detail": "every graph (the export's parity cases ran there)"}}
+    per_graph: dict[str, Any] = {}
+    strict = ProviderSpec(qnn=QnnOptions(**HTP_SIMULATOR), strict=True)
+    for role, role_feeds in feeds.items():
+        path = root / manifest.graphs[role].file
+        try:
+            qnn = open_session(path, SessionConfig(intra_op_threads=1), (strict,))
+        except Exception as exc:  # ProviderError: the reason the plug-in refused, one line
+            per_graph[str(role)] = {"ok": False, "detail": str(exc)[:300]}
+            continue
+        cpu = open_session(path, SessionConfig(intra_op_threads=1), (ProviderSpec.cpu_default(),))
+        feed = role_feeds[0]
+        ours, reference = qnn.session.run(None, feed)[0], cpu.session.run(None, feed)[0]
+        entry: dict[str, Any] = {"ok": True, "placement": qnn.placement,
+                                 "max_abs_diff_vs_cpu": round(float(np.abs(ours - reference).max()), 5)}
+        if str(role) == "decoder":
+            entry["argmax_identical_vs_cpu"] = round(float((ours.argmax(-1) == reference.argmax(-1)).mean()), 4)
+        per_graph[str(role)] = entry
+    ok = bool(per_graph) and all(v["ok"] for v in per_graph.values())
+    results["qnn-htp"] = {"ok": ok, "options": HTP_SIMULATOR, "graphs": per_graph,
+                          "detail": "onnxruntime-qnn HTP (x86-64 simulator here), CPU fallback disabled"}
+    return results

@@ -42,7 +42,10 @@ from edgelmm.export.graphs import (
     trace_inputs_vision,
     vision_encoder,
 )
-from edgelmm.export.io_spec import decoder_io, embedding_io, vision_io
+from edgelmm.export.io_spec import decoder_io, embedding_io, static_decoder_io, vision_io
+from edgelmm.export.llama_graph import unsupported_reason as llama_unsupported
+from edgelmm.export.static_decoder import StaticLlamaStep
+from edgelmm.export.static_decoder import trace_inputs as static_trace_inputs
 from edgelmm.models import families
 from edgelmm.models.loaded import LoadedModel
 from edgelmm.runtime.manifest import (
@@ -142,9 +145,15 @@ def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = Export
 
     def populate(tmp: Path) -> Manifest:
         manifest, revalidate = _populate(loaded, tmp, options, log, started)
+        feeds: dict[GraphRole, list] = {}
         if static:
-            manifest = _quantize_static(manifest, tmp, options, calibration, revalidate, log)
-        return _recheck(loaded, manifest, tmp, options, task_check, log)
+            manifest, feeds = _quantize_static(manifest, tmp, options, calibration, revalidate, log)
+        manifest = _recheck(loaded, manifest, tmp, options, task_check, log)
+        if options.static_shapes and feeds:
+            log("placement check: static graphs on the QNN HTP simulator, CPU fallback disabled...")
+            providers = acc.provider_checks(tmp, manifest, {r: f[:1] for r, f in feeds.items()})
+            manifest = dataclasses.replace(manifest, accuracy={**manifest.accuracy, "providers": providers})
+        return manifest
 
     try:
         return write_bundle(out, populate, force=force)
@@ -278,6 +287,8 @@ def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, 
     now = QuantSpec() if spec.static else spec  # what the graph holds until calibration
     reference = Decoder(model, kv_spec(model).num_layers)  # the torch side of every parity case
     path, vocab = tmp / "decoder.onnx", int(model.get_input_embeddings().num_embeddings)
+    if options.static_shapes:
+        return _export_static_decoder(model, reference, embedding, tmp, options, max_context, now, spec, log)
     log(f"exporting decoder ({how}, {spec.precision})...")
     if builder is not None:
         proto, kv = build_decoder(builder, model, max_context)
@@ -307,8 +318,34 @@ def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, 
     return kv, graph, cases, check
 
 
+def _export_static_decoder(model: Any, reference: Decoder, embedding: TokenEmbedding, tmp: Path,
+                           options: ExportOptions, max_context: int, now: QuantSpec, spec: QuantSpec, log: Log
+                           ) -> tuple[KVCacheSpec, GraphSpec, list[validate.Case], Callable]:
+    """decoder.onnx as a fixed-shape single-token step with in-place KV buffers (export/static_decoder.py)."""
+    reason = llama_unsupported(model)
+    if reason:
+        raise SpecError(f"static shapes need a Llama-architecture text decoder: {reason}")
+    step = StaticLlamaStep(model, max_context)
+    kv, path, vocab = step.kv_spec(), tmp / "decoder.onnx", int(model.get_input_embeddings().num_embeddings)
+    log(f"exporting decoder (static step, {max_context}-position buffers, {spec.precision})...")
+    export_role(step, static_trace_inputs(step, int(model.config.get_text_config(decoder=True).hidden_size)),
+                static_decoder_io(kv), path, opset=options.opset, external_data=True)
+    if now.precision is not Precision.FP32:
+        proto = quantize_decoder(onnx.load(str(path)), now)
+        for stale in (path, path.with_name(path.name + ".data")):
+            stale.unlink(missing_ok=True)
+        save_graph(proto, path)
+
+    def check(p: Path, tol: tuple[float, float]) -> list[validate.Case]:
+        with torch.no_grad():
+            return validate.validate_static_decoder(p, reference, embedding, kv, vocab, tol)
+    cases = check(path, validate.tolerance(now.precision, GraphRole.DECODER))
+    graph = _graph_spec(path, tmp, options, now)
+    return kv, dataclasses.replace(graph, options={**graph.options, "graph": "static single-token step"}), cases, check
+
+
 def _quantize_static(manifest: Manifest, tmp: Path, options: ExportOptions, samples: Sequence[Sample],
-                     revalidate: Revalidate, log: Log) -> Manifest:
+                     revalidate: Revalidate, log: Log) -> tuple[Manifest, dict[GraphRole, list]]:
     """Calibrate on ``samples`` run through the staged fp32 bundle, rewrite each static graph as QDQ, re-validate."""
     from edgelmm.runtime.pipeline import Pipeline
 
@@ -331,7 +368,7 @@ def _quantize_static(manifest: Manifest, tmp: Path, options: ExportOptions, samp
         graphs[role] = dataclasses.replace(graph, options={**manifest.graphs[role].options, **graph.options,
                                                            "calibration_samples": len(feeds[role])})
     validation = {**manifest.validation, "cases": cases, "passed": all(c["passed"] for c in cases)}
-    return dataclasses.replace(manifest, graphs=graphs, validation=validation)
+    return dataclasses.replace(manifest, graphs=graphs, validation=validation), feeds
 
 
 def _recheck(loaded: LoadedModel, manifest: Manifest, tmp: Path, options: ExportOptions,

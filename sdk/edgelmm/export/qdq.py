@@ -83,7 +83,13 @@ def calibration_feeds(pipe: Any, samples: Sequence[Sample], roles: Sequence[Grap
         if GraphRole.DECODER in feeds:
             prompt = pipe.prompts.build(text, len(tiles), grids=[t.grid for t in tiles])
             features = pipe.encode_images(tiles) if tiles else None
-            feeds[GraphRole.DECODER].append(prefill_feed(pipe.prompt_embeds(prompt, features), manifest.kv_cache))
+            embeds = pipe.prompt_embeds(prompt, features)
+            if manifest.kv_cache.layout == "static-buffer":  # one token per step: the last token, after the rest
+                pipe.decoder.reset()
+                pipe.decoder.forward(embeds[:, :-1])
+                feeds[GraphRole.DECODER].append(pipe.decoder.next_feed(embeds[:, -1:]))
+            else:
+                feeds[GraphRole.DECODER].append(prefill_feed(embeds, manifest.kv_cache))
     return feeds
 
 

@@ -41,12 +41,14 @@ MAX_CONTEXT = 2**22
 MAX_IMAGE_SIDE = 8192
 MAX_HEADS_OR_DIM = 2**16
 
-KV_LAYOUTS = ("past-present", "shared-buffer")
+KV_LAYOUTS = ("past-present", "shared-buffer", "static-buffer")
 """past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new
 (the runtime feeds each present back as the next past: the whole cache is rewritten every step).
 shared-buffer: past and present are one preallocated buffer [B, kv_heads, capacity, head_dim] per layer and tensor,
 bound to both names; the decoder writes only the new rows in place. ``attention_mask`` [B, past + S] tells it how
-many rows are real. ``max_length`` bounds the capacity (the graph's rotary tables end there)."""
+many rows are real. ``max_length`` bounds the capacity (the graph's rotary tables end there).
+static-buffer: an NPU step at fixed shapes: one token per call, buffers of exactly ``max_length`` rows, attention_mask
+[1, max_length] with ones up to this token; the graph returns the buffers with this token's row written."""
 PREPROCESS_MODES = ("squash", "shortest-edge-crop", "longest-edge-squash", "tiles")
 POSITION_SCHEMES = ("linear", "mrope")
 
@@ -129,8 +131,8 @@ class KVCacheSpec:
                 fields = None
             if fields != [("layer", "", None)]:
                 raise SpecError(f"kv_cache.{n} {template!r:.60} must contain '{{layer}}' once and no other field")
-        if self.layout == "shared-buffer" and not 2 <= self.max_length <= MAX_CONTEXT:
-            raise SpecError(f"kv_cache.max_length must be in [2, {MAX_CONTEXT}] for the shared-buffer layout")
+        if self.layout in ("shared-buffer", "static-buffer") and not 2 <= self.max_length <= MAX_CONTEXT:
+            raise SpecError(f"kv_cache.max_length must be in [2, {MAX_CONTEXT}] for the {self.layout} layout")
 
     def names(self, kind: str) -> list[str]:
         """All layer names for ``kind`` in ("past_key", "past_value", "present_key", "present_value")."""
@@ -478,8 +480,8 @@ def io_contract(manifest: Manifest) -> dict[GraphRole, tuple[dict[str, str], dic
     past = {n: kv.dtype for kind in ("past_key", "past_value") for n in kv.names(kind)}
     present = {n: kv.dtype for kind in ("present_key", "present_value") for n in kv.names(kind)}
     # past-present decoders take explicit positions; shared-buffer ones derive them from attention_mask and take
-    # logits_to_keep (decoding.py binds exactly these)
-    extra = {"position_ids": "int64"} if kv.layout == "past-present" else {"logits_to_keep": "int64"}
+    # logits_to_keep; static-buffer steps (NPU) derive the position from the mask too (decoding.py binds exactly these)
+    extra = {"past-present": {"position_ids": "int64"}, "static-buffer": {}}.get(kv.layout, {"logits_to_keep": "int64"})
     feeds = {"inputs_embeds": "float32", "attention_mask": "int64", **extra, **past}
     contract[GraphRole.DECODER] = (feeds, {"logits": "float32", **present})
     return contract
