@@ -129,6 +129,8 @@ def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = Export
         raise SpecError(f"static QDQ supports linear positions only, not {loaded.positions.scheme}")
     if options.budget.active:
         check_budget(loaded, options.budget)  # an unreachable budget fails before any work
+    if options.static_shapes and llama_unsupported(loaded.model):
+        raise SpecError(f"static shapes need a Llama-architecture text decoder: {llama_unsupported(loaded.model)}")
     if options.graphs is None and options.precision not in SUPPORTED_PRECISIONS:
         valid = ", ".join(str(p) for p in SUPPORTED_PRECISIONS)
         raise SpecError(f"precision '{options.precision}' cannot be exported yet; valid: {valid}")
@@ -195,9 +197,7 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
                     external_data=False)
         spec = options.quant_spec(GraphRole.VISION_ENCODER)
         if not spec.static and spec.precision is not Precision.FP32:
-            proto = quantize_vision(onnx.load(str(path)), spec)
-            path.unlink()
-            save_graph(proto, path)
+            _replace_graph(path, quantize_vision(onnx.load(str(path)), spec))
         value_range = loaded.preprocess.value_range
         revalidate[GraphRole.VISION_ENCODER] = lambda p, t: validate.validate_vision(p, module, size, t, value_range)
         cases += revalidate[GraphRole.VISION_ENCODER](path, validate.tolerance(
@@ -304,10 +304,7 @@ def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, 
         export_role(reference, trace_inputs_decoder(int(loaded.text_config.hidden_size), kv, rows), io_spec, path,
                     opset=options.opset, external_data=True)
         if now.precision is not Precision.FP32:
-            proto = quantize_decoder(onnx.load(str(path)), now)
-            for stale in (path, path.with_name(path.name + ".data")):
-                stale.unlink(missing_ok=True)
-            save_graph(proto, path)
+            _replace_graph(path, quantize_decoder(onnx.load(str(path)), now))
 
         def check(p: Path, tol: tuple[float, float]) -> list[validate.Case]:
             with torch.no_grad():
@@ -322,19 +319,13 @@ def _export_static_decoder(model: Any, reference: Decoder, embedding: TokenEmbed
                            options: ExportOptions, max_context: int, now: QuantSpec, spec: QuantSpec, log: Log
                            ) -> tuple[KVCacheSpec, GraphSpec, list[validate.Case], Callable]:
     """decoder.onnx as a fixed-shape single-token step with in-place KV buffers (export/static_decoder.py)."""
-    reason = llama_unsupported(model)
-    if reason:
-        raise SpecError(f"static shapes need a Llama-architecture text decoder: {reason}")
     step = StaticLlamaStep(model, max_context)
     kv, path, vocab = step.kv_spec(), tmp / "decoder.onnx", int(model.get_input_embeddings().num_embeddings)
     log(f"exporting decoder (static step, {max_context}-position buffers, {spec.precision})...")
     export_role(step, static_trace_inputs(step, int(model.config.get_text_config(decoder=True).hidden_size)),
                 static_decoder_io(kv), path, opset=options.opset, external_data=True)
     if now.precision is not Precision.FP32:
-        proto = quantize_decoder(onnx.load(str(path)), now)
-        for stale in (path, path.with_name(path.name + ".data")):
-            stale.unlink(missing_ok=True)
-        save_graph(proto, path)
+        _replace_graph(path, quantize_decoder(onnx.load(str(path)), now))
 
     def check(p: Path, tol: tuple[float, float]) -> list[validate.Case]:
         with torch.no_grad():
@@ -357,10 +348,7 @@ def _quantize_static(manifest: Manifest, tmp: Path, options: ExportOptions, samp
                                             if c["graph"] not in {str(r) for r in roles}]
     for role in roles:
         spec, path = options.quant_spec(role), tmp / manifest.graphs[role].file
-        proto = quantize_static_qdq(onnx.load(str(path)), spec, feeds[role])
-        for stale in (path, path.with_name(path.name + ".data")):
-            stale.unlink(missing_ok=True)
-        save_graph(proto, path)
+        _replace_graph(path, quantize_static_qdq(onnx.load(str(path)), spec, feeds[role]))
         role_cases = revalidate[role](path, validate.tolerance(spec.precision, role))
         validate.check(role_cases)
         cases += [c.to_dict() for c in role_cases]
@@ -391,6 +379,13 @@ def _recheck(loaded: LoadedModel, manifest: Manifest, tmp: Path, options: Export
             log("re-checking the bundle: task accuracy through the runtime...")
             accuracy["task"] = task_check(tmp)
     return dataclasses.replace(manifest, accuracy=accuracy)
+
+
+def _replace_graph(path: Path, proto: onnx.ModelProto) -> None:
+    """Write a rewritten (quantized) ``proto`` over the graph at ``path``, its old external data removed first."""
+    for stale in (path, path.with_name(path.name + ".data")):
+        stale.unlink(missing_ok=True)
+    save_graph(proto, path)
 
 
 def _graph_spec(path: Path, root: Path, options: ExportOptions, spec: QuantSpec, *, gather: bool = False) -> GraphSpec:

@@ -49,6 +49,7 @@ def quantize_static_qdq(proto: onnx.ModelProto, spec: QuantSpec, feeds: Sequence
             return next(self._it, None)
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+    proto = fuse_gelu(proto)
     _declare_opset(proto, QDQ_OPSET)
     activation = QuantType.QUInt16 if spec.precision is Precision.A16W8 else QuantType.QUInt8
     with tempfile.TemporaryDirectory(prefix="edgelmm-qdq-") as tmp:
@@ -60,6 +61,18 @@ def quantize_static_qdq(proto: onnx.ModelProto, spec: QuantSpec, feeds: Sequence
                         extra_options={"MatMulConstBOnly": True, "ActivationSymmetric": False,
                                        "WeightSymmetric": False, "CalibTensorRangeSymmetric": False})
         return onnx.load(str(dst))
+
+
+def fuse_gelu(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Exact GELU exported as Div/Erf/Add/Mul -> one Gelu node (onnxruntime's own fusion). Qualcomm HTP has no Erf:
+    unfused, that one node would leave the graph and a strict (no CPU fallback) QNN session is refused."""
+    from onnxruntime.transformers.fusion_gelu import FusionGelu
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(proto)
+    FusionGelu(model).apply()
+    model.prune_graph()
+    return model.model
 
 
 def _declare_opset(proto: onnx.ModelProto, version: int) -> None:

@@ -62,7 +62,7 @@ class StaticLlamaStep(nn.Module):
         hidden, present = inputs_embeds, []
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            x = layer.input_layernorm(hidden)
+            x = _rms_norm(layer.input_layernorm, hidden)
             q = attn.q_proj(x).view(1, 1, self.heads, self.head_dim).transpose(1, 2)  # [1, H, 1, d]
             k = attn.k_proj(x).view(1, 1, self.kv_heads, self.head_dim).transpose(1, 2)  # [1, K, 1, d]
             v = attn.v_proj(x).view(1, 1, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -75,9 +75,16 @@ class StaticLlamaStep(nn.Module):
             scores = q @ keys.transpose(-1, -2) * attn.scaling + bias[:, None, None, :]  # [1, K, group, C]
             context = scores.softmax(-1) @ values  # [1, K, group, d]
             hidden = hidden + attn.o_proj(context.reshape(1, 1, self.heads * self.head_dim))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        logits = self.lm_head(self.norm(hidden))
+            hidden = hidden + layer.mlp(_rms_norm(layer.post_attention_layernorm, hidden))
+        logits = self.lm_head(_rms_norm(self.norm, hidden))
         return (logits, *present)
+
+
+def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """LlamaRMSNorm as x / sqrt(mean(x*x) + eps) * w. transformers' form (Pow, Sqrt, Reciprocal) is fused by the QNN
+    EP into an RmsNorm op that the HTP simulator fails to allocate (QNN_COMMON_ERROR_MEM_ALLOC); this form is not."""
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * norm.weight
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
