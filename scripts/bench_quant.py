@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "sdk"))
 
 SMOL_VQA = ("smol-vqa/cpu-fp32", "smol-vqa/arm64-int8", "smol-vqa/arm64-int4", "smol-vqa/arm64-int4-16tok",
             "smol-vqa/qnn-a16w8")
-SMOLLM2 = ("fp32", "int8", "int4", "a16w8")
+SMOLLM2 = ("fp32", "int8", "dynamic-int8", "int4", "a16w8")
 """SmolLM2-135M decoder variants (the issue's file-size and agreement figures)."""
 AGREEMENT_TOKENS = 1024
 
@@ -55,6 +55,7 @@ def _export_smollm2(variant: str, out: Path, tokens: int) -> None:
     from edgelmm.models.registry import build_model
 
     plans = {"fp32": GraphPrecisions.cpu_fp32(), "int8": GraphPrecisions(decoder=QuantSpec.arm64_int8()),
+             "dynamic-int8": GraphPrecisions(decoder=QuantSpec.dynamic_int8()),
              "int4": GraphPrecisions(decoder=QuantSpec.arm64_int4(), token_embedding=QuantSpec.embedding_int4()),
              "a16w8": GraphPrecisions(decoder=QuantSpec.qnn_a16w8())}
     samples = calibration_samples("shapes", "train", 32) if plans[variant].static else []

@@ -24,7 +24,7 @@ def test_presets_are_classmethods_and_unknown_names_list_the_valid_ones():
     assert QuantSpec.qnn_a16w8().static and not QuantSpec.arm64_int8().static
     plan = GraphPrecisions.arm64_int4()
     assert (plan.vision_encoder.precision, plan.token_embedding.precision, plan.decoder.precision) == (
-        Precision.INT8, Precision.INT4, Precision.INT4)
+        Precision.W8, Precision.INT4, Precision.INT4)
     assert preset("qnn-a16w8") == QuantSpec.qnn_a16w8()
     with pytest.raises(UnknownNameError, match="valid: arm64-int4, arm64-int8, .*qnn-a16w8"):
         preset("arm64-int3")
@@ -72,7 +72,7 @@ def test_smaller_image_size_interpolates_position_embeddings_like_siglip(tiny_ll
     manifest = load_bundle(small_image_bundle)
     assert manifest.text.num_image_tokens == 4 and manifest.preprocess.image_size == (16, 16)
     assert manifest.visual_tokens.native_tokens == 16 and manifest.visual_tokens.tokens == 4
-    assert manifest.graphs[GraphRole.VISION_ENCODER].precision is Precision.INT8
+    assert manifest.graphs[GraphRole.VISION_ENCODER].precision is Precision.W8
     pipe = Pipeline.load(small_image_bundle)
     pixels = (torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     ours = pipe.sessions[GraphRole.VISION_ENCODER].session.run(None, {"pixel_values": pixels.numpy()})[0]
@@ -80,7 +80,7 @@ def test_smaller_image_size_interpolates_position_embeddings_like_siglip(tiny_ll
         hidden = tiny_llava.model.model.vision_tower(pixels, interpolate_pos_encoding=True).last_hidden_state
         reference = tiny_llava.model.model.multi_modal_projector(hidden).numpy()
     assert ours.shape == reference.shape == (1, 4, 32)
-    assert np.abs(ours - reference).max() < 0.05  # int8 vision; a wrong position table differs by ~1
+    assert np.abs(ours - reference).max() < 0.05  # 8-bit vision; a wrong position table differs by ~1
 
 
 def test_runtime_places_the_budgeted_number_of_image_slots(small_image_bundle, sample_images):
@@ -167,7 +167,7 @@ def test_export_recipe_cli_prints_the_accuracy_table_and_records_it(capsys, tmp_
     manifest = load_bundle(tmp_path / "b")
     assert manifest.accuracy["task"]["n"] == 3 and manifest.accuracy["decoder_agreement"]["tokens"] == 64
     assert manifest.provenance["export_options"]["recipe"] == "tiny/arm64-int8"
-    assert manifest.graphs[GraphRole.VISION_ENCODER].precision is Precision.INT8
+    assert manifest.graphs[GraphRole.VISION_ENCODER].precision is Precision.W8
 
 
 def test_export_recipe_cli_bad_input_is_one_line(capsys, tmp_path):

@@ -25,6 +25,7 @@ from edgelmm.export.quantize import QuantSpec
 from edgelmm.runtime.manifest import KVCacheSpec
 from edgelmm.specs import GraphRole, Precision
 
+MS_DOMAIN = "com.microsoft"
 QDQ_OPSET = 21
 """Opset of static QDQ graphs: the first with 16-bit QuantizeLinear / DequantizeLinear in the standard domain."""
 Feed = dict[str, np.ndarray]
@@ -56,9 +57,11 @@ def quantize_static_qdq(proto: onnx.ModelProto, spec: QuantSpec, feeds: Sequence
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save_model(proto, str(src), save_as_external_data=True, location="in.onnx.data")
         quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, activation_type=activation,
-                        weight_type=QuantType.QUInt8, per_channel=False, op_types_to_quantize=["MatMul", "Gemm"],
+                        weight_type=QuantType.QUInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"],
                         use_external_data_format=True,
                         extra_options={"MatMulConstBOnly": True, "ActivationSymmetric": False,
+                                       # one weight scale per output column: the tied LM head's rows span a wide range
+                                       "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
                                        "WeightSymmetric": False, "CalibTensorRangeSymmetric": False})
         return onnx.load(str(dst))
 
@@ -72,7 +75,10 @@ def fuse_gelu(proto: onnx.ModelProto) -> onnx.ModelProto:
     model = OnnxModel(proto)
     FusionGelu(model).apply()
     model.prune_graph()
-    return model.model
+    fused = model.model
+    if any(n.domain == MS_DOMAIN for n in fused.graph.node) and all(o.domain != MS_DOMAIN for o in fused.opset_import):
+        fused.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+    return fused
 
 
 def _declare_opset(proto: onnx.ModelProto, version: int) -> None:
