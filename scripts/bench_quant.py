@@ -2,7 +2,9 @@
 
     # 1. export every variant (slow, not timed: run niced); smol-vqa through its shipped recipes, SmolLM2 directly
     nice -n 19 python scripts/bench_quant.py prepare out/quant [--model DIR] [--only smol-vqa/arm64-int4 ...]
-    # 2. time them, interleaved (A B C A B C ...), medians over rounds; writes table.md, results.json, plot.png
+    # 2. sizes and agreement from the manifests (SmolLM2 variants)
+    python scripts/bench_quant.py report out/quant
+    # 3. time them, interleaved (A B C A B C ...), medians over rounds; writes table.md, results.json, plot.png
     flock /tmp/edgelmm-timing.lock python scripts/bench_quant.py measure out/quant --rounds 5 --threads 2
 
 Accuracy columns come from each bundle's manifest (the export re-checked them: decoder top-1 agreement with the fp32
@@ -24,7 +26,7 @@ sys.path.insert(0, str(REPO / "sdk"))
 
 SMOL_VQA = ("smol-vqa/cpu-fp32", "smol-vqa/arm64-int8", "smol-vqa/arm64-int4", "smol-vqa/arm64-int4-16tok",
             "smol-vqa/qnn-a16w8")
-SMOLLM2 = ("fp32", "int8", "dynamic-int8", "int4", "a16w8")
+SMOLLM2 = ("fp32", "int8", "int8-fp32-compute", "dynamic-int8", "int4", "a16w8", "a16w8-static")
 """SmolLM2-135M decoder variants (the issue's file-size and agreement figures)."""
 AGREEMENT_TOKENS = 1024
 
@@ -53,13 +55,17 @@ def _export_smollm2(variant: str, out: Path, tokens: int) -> None:
     from edgelmm.export.exporter import ExportOptions, export_model
     from edgelmm.export.quantize import GraphPrecisions, QuantSpec
     from edgelmm.models.registry import build_model
+    from edgelmm.specs import Precision
 
     plans = {"fp32": GraphPrecisions.cpu_fp32(), "int8": GraphPrecisions(decoder=QuantSpec.arm64_int8()),
              "dynamic-int8": GraphPrecisions(decoder=QuantSpec.dynamic_int8()),
+             "int8-fp32-compute": GraphPrecisions(decoder=QuantSpec(precision=Precision.W8, accuracy_level=0)),
              "int4": GraphPrecisions(decoder=QuantSpec.arm64_int4(), token_embedding=QuantSpec.embedding_int4()),
              "a16w8": GraphPrecisions(decoder=QuantSpec.qnn_a16w8())}
+    plans["a16w8-static"] = plans["a16w8"]  # the NPU form: static single-token step, checked on the QNN HTP simulator
+    static = {"static_shapes": True, "max_context": 64} if variant.endswith("-static") else {}
     samples = calibration_samples("shapes", "train", 32) if plans[variant].static else []
-    export_model(build_model("smollm2-135m"), out, ExportOptions(graphs=plans[variant], check_tokens=tokens),
+    export_model(build_model("smollm2-135m"), out, ExportOptions(graphs=plans[variant], check_tokens=tokens, **static),
                  calibration=samples, log=lambda m: print(f"[export] {m}", file=sys.stderr, flush=True))
 
 
@@ -109,6 +115,27 @@ def _graph_bytes(manifest, role: str) -> int:
     return sum(manifest.files[f].bytes for f in (graph.file, *graph.external_data))
 
 
+def report(work: Path) -> str:
+    """Untimed figures from the manifests alone: decoder file size (ratio to fp32) and agreement, per SmolLM2 variant;
+    the QNN placement check where the export ran one."""
+    from edgelmm.runtime.manifest import load_bundle
+
+    manifests = {p.parent.name.removeprefix("smollm2--"): load_bundle(p.parent, check_hashes=False)
+                 for p in sorted(work.glob("smollm2--*/manifest.json"))}
+    fp32 = _graph_bytes(manifests["fp32"], "decoder") if "fp32" in manifests else None
+    rows = ["| variant | decoder precision | decoder file MB | x fp32 | top-1 agreement vs fp32 (tokens) |"
+            " QNN HTP (CPU fallback off) |", "|---|---|---:|---:|---:|---|"]
+    for name, m in manifests.items():
+        size, agreement = _graph_bytes(m, "decoder"), m.accuracy.get("decoder_agreement", {})
+        qnn = m.accuracy.get("providers", {}).get("qnn-htp", {}).get("graphs", {}).get("decoder")
+        qnn_text = "-" if qnn is None else (f"runs; argmax = CPU EP on {qnn['argmax_identical_vs_cpu']:.1%}"
+                                            f" of {qnn['positions']}" if qnn["ok"] else f"refused: {qnn['detail']}")
+        rows.append(f"| {name} | {m.graphs['decoder'].precision} ({m.graphs['decoder'].options.get('quantizer', '-')})"
+                    f" | {size / 2**20:.1f} | {size / fp32:.3f} | {agreement.get('agreement', 0):.1%}"
+                    f" ({agreement.get('tokens', 0)}) | {qnn_text} |" if fp32 else "")
+    return "\n".join(rows)
+
+
 def table(records: list[dict]) -> str:
     rows = ["| variant | precision (vision / embedding / decoder) | visual tokens | bundle MB | vision ms | TTFT ms |"
             " decode tok/s | top-1 agreement vs fp32 | task accuracy |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -147,7 +174,7 @@ def plot(records: list[dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=("prepare", "measure"))
+    p.add_argument("mode", choices=("prepare", "report", "measure"))
     p.add_argument("work", type=Path)
     p.add_argument("--model", help="prepare: a trained smol-vqa directory instead of the registry's smol-vqa")
     p.add_argument("--only", nargs="*", default=[], help="prepare: these variants only")
@@ -158,6 +185,9 @@ def main() -> None:
     args = p.parse_args()
     if args.mode == "prepare":
         prepare(args.work, args.model, args.only, args.tokens)
+        return
+    if args.mode == "report":
+        print(report(args.work))
         return
     records = measure(args.work, args.rounds, args.threads, args.new)
     text = table(records)

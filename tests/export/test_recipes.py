@@ -1,6 +1,7 @@
 """Export recipes, per-graph precisions, visual-token budgets, static QDQ and the accuracy re-check (tiny models)."""
 
 import dataclasses
+import importlib.util
 
 import numpy as np
 import onnx
@@ -133,7 +134,12 @@ def test_static_qdq_graphs_are_quantized_and_rechecked(pooled_qdq):
     accuracy = manifest.accuracy
     qnn = accuracy["providers"]["qnn-htp"]  # ran there with CPU fallback disabled, or says why not
     assert set(qnn["graphs"]) == {"vision_encoder", "decoder"}
-    assert all(g["ok"] or g["detail"] for g in qnn["graphs"].values())
+    if importlib.util.find_spec("onnxruntime_qnn"):  # the [qnn] extra (Linux x86-64: the HTP simulator)
+        assert qnn["ok"], qnn
+        assert set(qnn["graphs"]["decoder"]["placement"]) == {"QNNExecutionProvider"}
+        assert qnn["graphs"]["decoder"]["positions"] >= 16
+    else:
+        assert all(g["detail"] for g in qnn["graphs"].values())
     assert set(accuracy["max_abs_diff"]) == {"vision_encoder", "token_embedding", "decoder"}
     assert 0.5 <= accuracy["decoder_agreement"]["agreement"] <= 1.0
     assert accuracy["precision"]["decoder"] == "a16w8"
