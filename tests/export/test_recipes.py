@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 
-from edgelmm.errors import SpecError, UnknownNameError
+from edgelmm.errors import InputError, SpecError, UnknownNameError
 from edgelmm.export.exporter import ExportOptions, export_model
 from edgelmm.export.quantize import GraphPrecisions, QuantSpec, preset
 from edgelmm.export.recipe import parse_recipe
@@ -153,7 +153,7 @@ def test_static_shapes_decoder_is_a_fixed_step_the_runtime_runs(pooled_qdq, samp
     pipe = Pipeline.load(out)
     result = pipe.generate("what colour?", images=[sample_images[0]], max_new_tokens=4, ignore_eos=True)
     assert result.metrics.generated_tokens == 4
-    with pytest.raises(Exception, match="holds exactly 48"):
+    with pytest.raises(InputError, match="max context is 48"):
         pipe.generate("x" * 60, max_new_tokens=1)
 
 
