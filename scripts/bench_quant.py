@@ -74,7 +74,7 @@ def measure(work: Path, rounds: int, threads: int, new: int) -> list[dict]:
     from edgelmm.runtime import Pipeline
     from edgelmm.train.data import DATASETS
 
-    bundles = sorted(p.parent for p in work.glob("*/manifest.json"))
+    bundles = sorted(p.parent for p in work.glob("*/manifest.json") if not p.parent.name.startswith("."))  # staging
     pipes = {b.name: Pipeline.load(b, threads=threads) for b in bundles}
     example = DATASETS["shapes"].example("test", 0)
     times: dict[str, dict[str, list[float]]] = {n: {"vision_ms": [], "ttft_ms": [], "decode_tok_s": []} for n in pipes}
