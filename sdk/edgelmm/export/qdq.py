@@ -103,12 +103,28 @@ def calibration_feeds(pipe: Any, samples: Sequence[Sample], roles: Sequence[Grap
             prompt = pipe.prompts.build(text, len(tiles), grids=[t.grid for t in tiles])
             features = pipe.encode_images(tiles) if tiles else None
             embeds = pipe.prompt_embeds(prompt, features)
-            if manifest.kv_cache.layout == "static-buffer":  # one token per step: the last token, after the rest
-                pipe.decoder.reset()
-                pipe.decoder.forward(embeds[:, :-1])
-                feeds[GraphRole.DECODER].append(pipe.decoder.next_feed(embeds[:, -1:]))
+            if manifest.kv_cache.layout == "static-buffer":  # one token per step: capture some of the steps
+                feeds[GraphRole.DECODER] += _static_step_feeds(pipe.decoder, embeds)
             else:
                 feeds[GraphRole.DECODER].append(prefill_feed(embeds, manifest.kv_cache))
+    return feeds
+
+
+STATIC_POSITIONS = (0, 1, -1)
+"""Steps of each prompt captured for a static-buffer decoder: the first positions carry the outlier activations
+(attention sinks) that clip if never calibrated, the last one a full past; every step would cost a KV buffer each."""
+
+
+def _static_step_feeds(decoder: Any, embeds: np.ndarray) -> list[Feed]:
+    """Run ``embeds`` [1, S, hidden] through a StaticBufferDecoder, capturing the inputs of STATIC_POSITIONS."""
+    length = embeds.shape[1]
+    picks = sorted({p % length for p in STATIC_POSITIONS})
+    decoder.reset()
+    feeds = []
+    for t in range(picks[-1] + 1):
+        if t in picks:
+            feeds.append(decoder.next_feed(embeds[:, t : t + 1]))
+        decoder.forward(embeds[:, t : t + 1])
     return feeds
 
 
