@@ -121,6 +121,9 @@ def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = Export
 
     ``calibration``: (image, prompt) samples for static QDQ graphs; ``task_check``: scores the staged bundle on an
     eval task (its result lands in the manifest's accuracy section)."""
+    if options.graphs is None and options.precision not in SUPPORTED_PRECISIONS:
+        valid = ", ".join(str(p) for p in SUPPORTED_PRECISIONS)
+        raise SpecError(f"precision '{options.precision}' cannot be exported yet; valid: {valid}")
     static = [r for r in GraphRole if options.quant_spec(r).static]
     if static and not calibration:
         raise SpecError(f"{', '.join(static)} {'is' if len(static) == 1 else 'are'} static QDQ and need calibration"
@@ -131,9 +134,6 @@ def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = Export
         check_budget(loaded, options.budget)  # an unreachable budget fails before any work
     if options.static_shapes and llama_unsupported(loaded.model):
         raise SpecError(f"static shapes need a Llama-architecture text decoder: {llama_unsupported(loaded.model)}")
-    if options.graphs is None and options.precision not in SUPPORTED_PRECISIONS:
-        valid = ", ".join(str(p) for p in SUPPORTED_PRECISIONS)
-        raise SpecError(f"precision '{options.precision}' cannot be exported yet; valid: {valid}")
     if options.max_context is not None and not (2 <= options.max_context <= loaded.max_context):
         raise SpecError(f"max_context must be in [2, {loaded.max_context}] for this model, got {options.max_context}")
     family = families.get(loaded.family_name)
