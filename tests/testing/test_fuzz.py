@@ -36,6 +36,7 @@ def test_registry_is_keyed_by_name_and_covers_every_loader():
         "generate-options",
         "device-profile",
         "train-recipe",
+        "export-recipe",
     } <= set(FUZZ_TARGETS)
 
 

@@ -28,6 +28,12 @@ def write_bundle(out: Path, populate: Callable[[Path], Manifest], *, force: bool
     return manifest
 
 
+def stage_manifest(tmp: Path, draft: Manifest) -> None:
+    """Write ``draft`` with its file listing into the staged directory, so the runtime can load the bundle before
+    it is published (calibration, accuracy re-check); write_bundle replaces it with the final manifest."""
+    write_durably(tmp / MANIFEST_NAME, dataclasses.replace(draft, files=list_files(tmp)).to_json().encode())
+
+
 def list_files(root: Path) -> dict[str, FileEntry]:
     """sha256 and size of every regular file under ``root`` except the manifest, by relative POSIX path."""
     files = {}

@@ -7,6 +7,9 @@ examples:
   edgelmm export --model ./my-llava-dir --out bundles/my-llava --precision fp32 --force
   edgelmm export --model smollm2-135m --out bundles/smollm2-int4 --precision int4
   edgelmm export --model runs/ilm/model --out bundles/smol-ilm   # an ilm model: + item_encoder.onnx + CF table
+  edgelmm export --recipe export/smol-vqa/arm64-int4.yaml --out bundles/smol-vqa-int4
+  edgelmm export --recipe smol-vqa/qnn-a16w8 --model runs/imp/model --out bundles/qnn   # another model dir
+  edgelmm export --recipes
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgelmm export", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", help="registry name (see --list) or a local LlavaForConditionalGeneration / causal LM dir")
+    p.add_argument("--model", help="registry name (see --list) or a local LlavaForConditionalGeneration / causal LM dir"
+                                   " (with --recipe: replaces the recipe's model)")
+    p.add_argument("--recipe", help="an export recipe YAML (export/<model>/<variant>.yaml) or a shipped recipe's name:"
+                                    " precision per graph, visual-token budget, calibration, accuracy re-check")
     p.add_argument("--out", help="bundle directory to write")
     p.add_argument("--precision", default="fp32",
                    help="decoder weights: fp32 (default), int4 / w8 (MatMulNBits weight-only blocks), int8 (dynamic)")
@@ -41,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output directory (atomically)")
     p.add_argument("--list", action="store_true", help="print the registry's model names and exit")
     p.add_argument("--families", action="store_true", help="print the supported model families (markdown) and exit")
+    p.add_argument("--recipes", action="store_true", help="print the shipped export recipes and exit")
     return p
 
 
@@ -54,6 +61,14 @@ def main(argv: Sequence[str]) -> int:
 
         print(support_table())
         return 0
+    if args.recipes:
+        from edgelmm.export.recipe import list_recipes, load_recipe
+
+        for name in list_recipes():
+            print(f"{name:<28}  {load_recipe(name).description}")
+        return 0
+    if args.recipe:
+        return _export_recipe(args, parser)
     if args.list:
         width = max(len(n) for n in MODELS)
         for name, entry in MODELS.items():
@@ -103,9 +118,67 @@ def main(argv: Sequence[str]) -> int:
         loaded = _resolve(args.model, image_size)
         log(f"model '{loaded.name}' ready in {time.perf_counter() - started:.1f} s")
         manifest = export_model(loaded, out, options, force=args.force, log=log)
+    _print_result(manifest, out, started)
+    return 0
+
+
+def _print_result(manifest: object, out: Path, started: float) -> None:
+    from edgelmm.export.accuracy import format_accuracy
+
     print(format_report(manifest.validation))
+    print()
+    print(format_accuracy(manifest.accuracy))
     total = sum(f.bytes for f in manifest.files.values())
     print(f"wrote {out} ({len(manifest.files)} files, {total / 2**20:.1f} MB) in {time.perf_counter() - started:.1f} s")
+
+
+def _export_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--recipe``: everything the recipe says, checked (names, budget, output) before the model loads."""
+    if not args.out:
+        parser.error("--out is required with --recipe")
+    overridden = [f for f, v in (("--precision", args.precision != "fp32"), ("--block-size", args.block_size),
+                                 ("--accuracy-level", args.accuracy_level), ("--quant-method", args.quant_method),
+                                 ("--max-context", args.max_context)) if v]
+    if overridden:
+        parser.error(f"{', '.join(overridden)} cannot be combined with --recipe (the recipe says it)")
+    from edgelmm.errors import UnknownNameError
+    from edgelmm.evals import export_checks
+    from edgelmm.export.bundle import check_output
+    from edgelmm.export.recipe import load_recipe
+    from edgelmm.models.registry import MODELS
+
+    recipe = load_recipe(args.recipe)
+    export_checks.check_names(recipe)
+    model = args.model or recipe.model
+    if not Path(model).is_dir() and model not in MODELS:
+        raise UnknownNameError(f"unknown model '{model}' (not a registry name, not a directory);"
+                               f" valid: {', '.join(sorted(MODELS))}")
+    out = Path(args.out)
+    check_output(out, force=args.force)
+    from edgelmm._extras import require
+
+    require("torch", "export")
+    require("onnx", "export")
+    from edgelmm.export.exporter import ExportOptions, export_model
+
+    options = ExportOptions(graphs=recipe.graphs, budget=recipe.budget, max_context=recipe.max_context,
+                            decoder_graph=args.decoder_graph, check_tokens=recipe.validation.tokens,
+                            static_shapes=recipe.static_shapes, recipe=recipe.name)
+    calibration = recipe.calibration
+    samples = (export_checks.calibration_samples(calibration.dataset, calibration.split, calibration.samples)
+               if calibration is not None and recipe.graphs.static else [])
+    validation = recipe.validation
+    task_check = None
+    if validation.task is not None:
+        def task_check(bundle: Path) -> dict:
+            return export_checks.task_accuracy(bundle, validation.task, validation.split, validation.samples)
+    started = time.perf_counter()
+    loaded = _resolve(model)
+    log = lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    log(f"recipe '{recipe.name}': model '{loaded.name}' ready in {time.perf_counter() - started:.1f} s")
+    manifest = export_model(loaded, out, options, force=args.force, log=log, calibration=samples,
+                            task_check=task_check)
+    _print_result(manifest, out, started)
     return 0
 
 

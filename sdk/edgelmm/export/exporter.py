@@ -7,7 +7,7 @@ import datetime
 import importlib.metadata
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,21 @@ import torch
 from edgelmm import __version__
 from edgelmm.errors import ExportError, SpecError
 from edgelmm.export import validate
-from edgelmm.export.bundle import check_output, save_graph, write_bundle
+from edgelmm.export.bundle import check_output, save_graph, stage_manifest, write_bundle
 from edgelmm.export.decoders import DECODER_GRAPHS, build_decoder, select_builder
+from edgelmm.export import accuracy as acc
+from edgelmm.export.qdq import Sample, calibration_feeds, quantize_static_qdq
 from edgelmm.export.quantize import (
     DEFAULT_ACCURACY_LEVEL,
     DEFAULT_BLOCK_SIZE,
     DEFAULT_METHOD,
+    GraphPrecisions,
     QuantSpec,
     quantize_decoder,
     quantize_embedding,
+    quantize_vision,
 )
+from edgelmm.export.visual_tokens import VisualBudget, apply_budget, check_budget
 from edgelmm.export.graphs import (
     Decoder,
     TokenEmbedding,
@@ -37,7 +42,10 @@ from edgelmm.export.graphs import (
     trace_inputs_vision,
     vision_encoder,
 )
-from edgelmm.export.io_spec import decoder_io, embedding_io, vision_io
+from edgelmm.export.io_spec import decoder_io, embedding_io, static_decoder_io, vision_io
+from edgelmm.export.llama_graph import unsupported_reason as llama_unsupported
+from edgelmm.export.static_decoder import StaticLlamaStep
+from edgelmm.export.static_decoder import trace_inputs as static_trace_inputs
 from edgelmm.models import families
 from edgelmm.models.loaded import LoadedModel
 from edgelmm.runtime.manifest import (
@@ -49,15 +57,19 @@ from edgelmm.runtime.manifest import (
     ModelInfo,
     TensorSpec,
     TextSpec,
+    VisualTokenSpec,
 )
-from edgelmm.specs import GenerationSpec, GraphRole, Precision
+from edgelmm.specs import GenerationSpec, GraphRole, Precision, to_dict
 
 DEFAULT_OPSET = 18  # dynamo's floor; opset 23 would emit Attention/RotaryEmbedding ops mobile runtimes lack
 TOKENIZER_FILE = "tokenizer.json"
 SUPPORTED_PRECISIONS = (Precision.FP32, Precision.INT8, Precision.INT4, Precision.W8)
-"""Decoder weight precisions; the token embedding follows int4 (4-bit rows), the vision encoder stays fp32."""
+"""``--precision`` (one precision for the text graphs; the token embedding follows int4, vision stays fp32).
+Per-graph precisions, static QDQ included, come through ``ExportOptions.graphs`` (export recipes)."""
 
 Log = Callable[[str], object]
+TaskCheck = Callable[[Path], dict[str, Any]]
+"""Scores a staged bundle directory on an eval task through the runtime (edgelmm.evals.export_checks)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,13 +88,26 @@ class ExportOptions:
     """int4 / w8 only: MatMulNBits compute type (4 = int8 activations, 0 = fp32)."""
     quant_method: str = DEFAULT_METHOD
     """int4 only: rtn | minmax | minmax-float | hqq (see QuantSpec.method)."""
+    graphs: GraphPrecisions | None = None
+    """One QuantSpec per graph (export recipes); replaces precision / block_size / accuracy_level / quant_method."""
+    budget: VisualBudget = VisualBudget()
+    """Visual-token budget of the vision graph (smaller image size, pooling)."""
+    static_shapes: bool = False
+    """NPU form: the vision graph takes exactly one image (batch 1, the fixed image size)."""
+    recipe: str = ""
+    """The export recipe these options came from (provenance)."""
+    check_tokens: int = 256
+    """Tokens of the fixed text the finished bundle's decoder is teacher-forced over (agreement with fp32 torch);
+    0 skips the check."""
 
     def __post_init__(self) -> None:
         if self.decoder_graph not in DECODER_GRAPHS:
             raise SpecError(f"decoder graph '{self.decoder_graph}' is not valid; valid: {', '.join(DECODER_GRAPHS)}")
 
     def quant_spec(self, role: GraphRole) -> QuantSpec:
-        """The quantization of one graph (one precision for the text graphs; vision stays fp32 for now)."""
+        """The quantization of one graph: ``graphs``' when given, else ``precision`` for the text graphs."""
+        if self.graphs is not None:
+            return self.graphs.for_role(role)
         if role is GraphRole.VISION_ENCODER:
             return QuantSpec()
         return QuantSpec(precision=self.precision, block_size=self.block_size, accuracy_level=self.accuracy_level,
@@ -90,15 +115,29 @@ class ExportOptions:
 
 
 def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = ExportOptions(), *, force: bool = False,
-                 log: Log = lambda _: None, extra: Callable[[Path, Manifest, Log], Manifest] | None = None) -> Manifest:
+                 log: Log = lambda _: None, calibration: Sequence[Sample] = (),
+                 task_check: TaskCheck | None = None,
+                 extra: Callable[[Path, Manifest, Log], Manifest] | None = None) -> Manifest:
     """Export ``loaded`` to the bundle directory ``out`` and return its manifest.
 
-    ``extra(tmp_dir, manifest, log) -> manifest``: adds more files and graphs to the bundle before it is published
-    (the Item-Language Model's item encoder and CF table: export/item_lm.py); write_bundle lists and hashes them.
+    ``calibration``: (image, prompt) samples for static QDQ graphs; ``task_check``: scores the staged bundle on an
+    eval task (its result lands in the manifest's accuracy section); ``extra(tmp_dir, manifest, log) -> manifest``:
+    adds more files and graphs to the bundle before it is checked and published (the Item-Language Model's item
+    encoder and CF table: export/item_lm.py); write_bundle lists and hashes them.
     """
-    if options.precision not in SUPPORTED_PRECISIONS:
+    if options.graphs is None and options.precision not in SUPPORTED_PRECISIONS:
         valid = ", ".join(str(p) for p in SUPPORTED_PRECISIONS)
         raise SpecError(f"precision '{options.precision}' cannot be exported yet; valid: {valid}")
+    static = [r for r in GraphRole if options.quant_spec(r).static]
+    if static and not calibration:
+        raise SpecError(f"{', '.join(static)} {'is' if len(static) == 1 else 'are'} static QDQ and need calibration"
+                        " samples (a recipe's calibration: dataset, split, samples)")
+    if static and loaded.positions.rows != 1:
+        raise SpecError(f"static QDQ supports linear positions only, not {loaded.positions.scheme}")
+    if options.budget.active:
+        check_budget(loaded, options.budget)  # an unreachable budget fails before any work
+    if options.static_shapes and llama_unsupported(loaded.model):
+        raise SpecError(f"static shapes need a Llama-architecture text decoder: {llama_unsupported(loaded.model)}")
     if options.max_context is not None and not (2 <= options.max_context <= loaded.max_context):
         raise SpecError(f"max_context must be in [2, {loaded.max_context}] for this model, got {options.max_context}")
     family = families.get(loaded.family_name)
@@ -111,8 +150,18 @@ def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = Export
     started = time.perf_counter()
 
     def populate(tmp: Path) -> Manifest:
-        manifest = _populate(loaded, tmp, options, log, started)
-        return extra(tmp, manifest, log) if extra is not None else manifest
+        manifest, revalidate = _populate(loaded, tmp, options, log, started)
+        if extra is not None:
+            manifest = extra(tmp, manifest, log)
+        feeds: dict[GraphRole, list] = {}
+        if static:
+            manifest, feeds = _quantize_static(manifest, tmp, options, calibration, revalidate, log)
+        manifest = _recheck(loaded, manifest, tmp, options, task_check, log)
+        if options.static_shapes and feeds:
+            log("placement check: static graphs on the QNN HTP simulator, CPU fallback disabled...")
+            providers = acc.provider_checks(tmp, manifest, {r: f[:1] for r, f in feeds.items()})
+            manifest = dataclasses.replace(manifest, accuracy={**manifest.accuracy, "providers": providers})
+        return manifest
 
     try:
         return write_bundle(out, populate, force=force)
@@ -123,23 +172,43 @@ def export_model(loaded: LoadedModel, out: Path, options: ExportOptions = Export
                           f" installed: {installed})") from exc
 
 
-def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, started: float) -> Manifest:
+Revalidate = dict[GraphRole, Callable[[Path, tuple[float, float]], list[validate.Case]]]
+"""Per graph: re-run its parity cases on a rewritten file at a tolerance (after static QDQ)."""
+
+
+def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, started: float
+              ) -> tuple[Manifest, Revalidate]:
     model = loaded.model.float().eval()
     text_config = loaded.text_config
     hidden, vocab = int(text_config.hidden_size), int(model.get_input_embeddings().num_embeddings)
     tol = validate.TOLERANCES[Precision.FP32]
     graphs: dict[GraphRole, GraphSpec] = {}
     cases: list[validate.Case] = []
+    revalidate: Revalidate = {}
+    budget: VisualTokenSpec | None = None
 
     if loaded.has_vision:
         log("exporting vision_encoder (tower + connector)...")
-        module, path = vision_encoder(loaded), tmp / "vision_encoder.onnx"
+        if options.budget.active:
+            loaded, module, budget = apply_budget(loaded, options.budget)
+            log(f"visual-token budget: {budget.native_tokens} -> {budget.tokens} tokens per image"
+                f" ({budget.image_size} px, pool {budget.pool})")
+        else:
+            module = vision_encoder(loaded)
+        if options.static_shapes:
+            module.batch_size = 1  # the runtime then feeds one image per call (Pipeline.encode_images)
+        path = tmp / "vision_encoder.onnx"
         io_spec, size = vision_io(dynamic_batch=module.batch_size is None), loaded.preprocess.image_size
         export_role(module, trace_inputs_vision(size, module.batch_size), io_spec, path, opset=options.opset,
                     external_data=False)
-        cases += validate.validate_vision(path, module, size, tol[GraphRole.VISION_ENCODER],
-                                          loaded.preprocess.value_range)
-        graphs[GraphRole.VISION_ENCODER] = _graph_spec(path, tmp, options, options.quant_spec(GraphRole.VISION_ENCODER))
+        spec = options.quant_spec(GraphRole.VISION_ENCODER)
+        if not spec.static and spec.precision is not Precision.FP32:
+            _replace_graph(path, quantize_vision(onnx.load(str(path)), spec))
+        value_range = loaded.preprocess.value_range
+        revalidate[GraphRole.VISION_ENCODER] = lambda p, t: validate.validate_vision(p, module, size, t, value_range)
+        cases += revalidate[GraphRole.VISION_ENCODER](path, validate.tolerance(
+            Precision.FP32 if spec.static else spec.precision, GraphRole.VISION_ENCODER))
+        graphs[GraphRole.VISION_ENCODER] = _graph_spec(path, tmp, options, spec if not spec.static else QuantSpec())
 
     log("exporting token_embedding...")
     embedding, io_spec, path = TokenEmbedding(model), embedding_io(), tmp / "token_embedding.onnx"
@@ -155,7 +224,8 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
                                                     gather=True)
 
     max_context = options.max_context or loaded.max_context
-    kv, decoder_spec, cases_decoder = _export_decoder(loaded, model, embedding, tmp, options, max_context, log)
+    kv, decoder_spec, cases_decoder, revalidate[GraphRole.DECODER] = _export_decoder(
+        loaded, model, embedding, tmp, options, max_context, log)
     graphs[GraphRole.DECODER] = decoder_spec
     cases += cases_decoder
     validate.check(cases)
@@ -206,45 +276,123 @@ def _populate(loaded: LoadedModel, tmp: Path, options: ExportOptions, log: Log, 
         },
         provenance=_provenance(loaded, options, started),
         tools=loaded.tools,
+        visual_tokens=budget,
     )
-    log(f"validated {len(cases)} cases against torch; writing manifest")
-    return manifest
+    log(f"validated {len(cases)} cases against torch")
+    return manifest, revalidate
 
 
 def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, tmp: Path, options: ExportOptions,
-                    max_context: int, log: Log) -> tuple[KVCacheSpec, GraphSpec, list[validate.Case]]:
-    """decoder.onnx: the fast hand-built graph where the architecture has one, else torch.onnx; then quantized."""
+                    max_context: int, log: Log) -> tuple[KVCacheSpec, GraphSpec, list[validate.Case], Callable]:
+    """decoder.onnx: the fast hand-built graph where the architecture has one, else torch.onnx; then quantized
+    (static QDQ later, once the bundle can produce calibration inputs). Returns the re-validation closure too."""
     builder, how = select_builder(model, options.decoder_graph)
     rows = loaded.positions.rows
     if builder is not None and rows != 1:  # the fast graph derives linear positions from the mask inside GQA
         builder, how = None, f"generic torch.onnx export: {rows}-row positions ({loaded.positions.scheme})"
     spec = options.quant_spec(GraphRole.DECODER)
+    now = QuantSpec() if spec.static else spec  # what the graph holds until calibration
     reference = Decoder(model, kv_spec(model).num_layers)  # the torch side of every parity case
     path, vocab = tmp / "decoder.onnx", int(model.get_input_embeddings().num_embeddings)
-    tol = validate.tolerance(spec.precision, GraphRole.DECODER)
+    if options.static_shapes:
+        return _export_static_decoder(model, reference, embedding, tmp, options, max_context, now, spec, log)
     log(f"exporting decoder ({how}, {spec.precision})...")
     if builder is not None:
         proto, kv = build_decoder(builder, model, max_context)
-        save_graph(quantize_decoder(proto, spec), path)
+        save_graph(quantize_decoder(proto, now), path)
         del proto
-        with torch.no_grad():
-            cases = validate.validate_shared_decoder(path, reference, embedding, kv, vocab, tol)
+
+        def check(p: Path, tol: tuple[float, float]) -> list[validate.Case]:
+            with torch.no_grad():
+                return validate.validate_shared_decoder(p, reference, embedding, kv, vocab, tol)
     else:
         kv = kv_spec(model)
         io_spec = decoder_io(kv, position_rows=rows)
         export_role(reference, trace_inputs_decoder(int(loaded.text_config.hidden_size), kv, rows), io_spec, path,
                     opset=options.opset, external_data=True)
-        if spec.precision is not Precision.FP32:
-            proto = quantize_decoder(onnx.load(str(path)), spec)
-            for stale in (path, path.with_name(path.name + ".data")):
-                stale.unlink(missing_ok=True)
-            save_graph(proto, path)
-        with torch.no_grad():
-            cases = validate.validate_decoder(path, reference, embedding, kv, vocab, tol, io_spec.input_names,
-                                             rows)
-    graph = _graph_spec(path, tmp, options, spec)
+        if now.precision is not Precision.FP32:
+            _replace_graph(path, quantize_decoder(onnx.load(str(path)), now))
+
+        def check(p: Path, tol: tuple[float, float]) -> list[validate.Case]:
+            with torch.no_grad():
+                return validate.validate_decoder(p, reference, embedding, kv, vocab, tol, io_spec.input_names, rows)
+    cases = check(path, validate.tolerance(now.precision, GraphRole.DECODER))
+    graph = _graph_spec(path, tmp, options, now)
     graph = dataclasses.replace(graph, options={**graph.options, "graph": how})
-    return kv, graph, cases
+    return kv, graph, cases, check
+
+
+def _export_static_decoder(model: Any, reference: Decoder, embedding: TokenEmbedding, tmp: Path,
+                           options: ExportOptions, max_context: int, now: QuantSpec, spec: QuantSpec, log: Log
+                           ) -> tuple[KVCacheSpec, GraphSpec, list[validate.Case], Callable]:
+    """decoder.onnx as a fixed-shape single-token step with in-place KV buffers (export/static_decoder.py)."""
+    step = StaticLlamaStep(model, max_context)
+    kv, path, vocab = step.kv_spec(), tmp / "decoder.onnx", int(model.get_input_embeddings().num_embeddings)
+    log(f"exporting decoder (static step, {max_context}-position buffers, {spec.precision})...")
+    export_role(step, static_trace_inputs(step, int(model.config.get_text_config(decoder=True).hidden_size)),
+                static_decoder_io(kv), path, opset=options.opset, external_data=True)
+    if now.precision is not Precision.FP32:
+        _replace_graph(path, quantize_decoder(onnx.load(str(path)), now))
+
+    def check(p: Path, tol: tuple[float, float]) -> list[validate.Case]:
+        with torch.no_grad():
+            return validate.validate_static_decoder(p, reference, embedding, kv, vocab, tol)
+    cases = check(path, validate.tolerance(now.precision, GraphRole.DECODER))
+    graph = _graph_spec(path, tmp, options, now)
+    return kv, dataclasses.replace(graph, options={**graph.options, "graph": "static single-token step"}), cases, check
+
+
+def _quantize_static(manifest: Manifest, tmp: Path, options: ExportOptions, samples: Sequence[Sample],
+                     revalidate: Revalidate, log: Log) -> tuple[Manifest, dict[GraphRole, list]]:
+    """Calibrate on ``samples`` run through the staged fp32 bundle, rewrite each static graph as QDQ, re-validate."""
+    from edgelmm.runtime.pipeline import Pipeline
+
+    roles = [r for r in manifest.graphs if options.quant_spec(r).static]
+    log(f"calibrating {', '.join(roles)} on {len(samples)} samples...")
+    stage_manifest(tmp, manifest)
+    feeds = calibration_feeds(Pipeline.load(tmp, threads=1), samples, roles)
+    graphs, cases = dict(manifest.graphs), [c for c in manifest.validation["cases"]
+                                            if c["graph"] not in {str(r) for r in roles}]
+    for role in roles:
+        spec, path = options.quant_spec(role), tmp / manifest.graphs[role].file
+        _replace_graph(path, quantize_static_qdq(onnx.load(str(path)), spec, feeds[role]))
+        role_cases = revalidate[role](path, validate.tolerance(spec.precision, role))
+        validate.check(role_cases)
+        cases += [c.to_dict() for c in role_cases]
+        graph = _graph_spec(path, tmp, options, spec)
+        graphs[role] = dataclasses.replace(graph, options={**manifest.graphs[role].options, **graph.options,
+                                                           "calibration_samples": len(feeds[role])})
+    validation = {**manifest.validation, "cases": cases, "passed": all(c["passed"] for c in cases)}
+    return dataclasses.replace(manifest, graphs=graphs, validation=validation), feeds
+
+
+def _recheck(loaded: LoadedModel, manifest: Manifest, tmp: Path, options: ExportOptions,
+             task_check: TaskCheck | None, log: Log) -> Manifest:
+    """The accuracy section: per-graph max diff vs torch, decoder agreement with fp32, task accuracy."""
+    accuracy: dict[str, Any] = {
+        "max_abs_diff": acc.graph_diffs(manifest.validation["cases"]),
+        "precision": {str(r): str(g.precision) for r, g in manifest.graphs.items()},
+    }
+    if options.check_tokens or task_check:
+        stage_manifest(tmp, manifest)
+        from edgelmm.runtime.pipeline import Pipeline
+
+        if options.check_tokens:
+            log(f"re-checking the bundle: teacher-forced agreement with fp32 over {options.check_tokens} tokens...")
+            pipe = Pipeline.load(tmp, threads=1)
+            accuracy["decoder_agreement"] = acc.decoder_agreement(loaded.model, pipe, options.check_tokens)
+            del pipe
+        if task_check:
+            log("re-checking the bundle: task accuracy through the runtime...")
+            accuracy["task"] = task_check(tmp)
+    return dataclasses.replace(manifest, accuracy=accuracy)
+
+
+def _replace_graph(path: Path, proto: onnx.ModelProto) -> None:
+    """Write a rewritten (quantized) ``proto`` over the graph at ``path``, its old external data removed first."""
+    for stale in (path, path.with_name(path.name + ".data")):
+        stale.unlink(missing_ok=True)
+    save_graph(proto, path)
 
 
 def _graph_spec(path: Path, root: Path, options: ExportOptions, spec: QuantSpec, *, gather: bool = False) -> GraphSpec:
@@ -293,10 +441,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _option(value: Any) -> Any:
+    """An export option as JSON: specs as dicts, everything else as its string."""
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
+    return None if value is None else str(value)
+
+
 def _provenance(loaded: LoadedModel, options: ExportOptions, started: float) -> dict[str, Any]:
     return {
         "model": loaded.name,
-        "export_options": {k: str(v) if v is not None else None for k, v in dataclasses.asdict(options).items()},
+        "export_options": {f.name: _option(getattr(options, f.name)) for f in dataclasses.fields(options)},
         "versions": {p: _version(p) for p in ("edgelmm", "torch", "transformers", "onnx", "onnxscript", "onnxruntime")},
         "git_commit": git_commit(),
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

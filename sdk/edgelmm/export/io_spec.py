@@ -80,3 +80,15 @@ def decoder_io(kv: KVCacheSpec, *, position_rows: int = 1) -> RoleIO:
         ),
         outputs=(TensorIO("logits", "float32", {0: BATCH, 1: SEQ}), *present),
     )
+
+
+def static_decoder_io(kv: KVCacheSpec) -> RoleIO:
+    """The static-buffer step (export/static_decoder.py): every shape fixed, KV buffers of ``kv.max_length`` rows."""
+    past = [TensorIO(n, kv.dtype, {}) for pair in zip(kv.names("past_key"), kv.names("past_value")) for n in pair]
+    present = [TensorIO(n, kv.dtype, {}) for pair in zip(kv.names("present_key"), kv.names("present_value"))
+               for n in pair]
+    return RoleIO(
+        GraphRole.DECODER,
+        inputs=(TensorIO("inputs_embeds", "float32", {}), TensorIO("attention_mask", "int64", {}), *past),
+        outputs=(TensorIO("logits", "float32", {}), *present),
+    )

@@ -23,10 +23,12 @@ import numpy as np
 import onnx
 
 from edgelmm.errors import SpecError
-from edgelmm.specs import SPEC, Precision
+from edgelmm.specs import SPEC, GraphRole, Precision
 
 WEIGHT_ONLY_BITS = {Precision.INT4: 4, Precision.W8: 8}
-QUANTIZABLE = (Precision.FP32, Precision.INT8, Precision.INT4, Precision.W8)
+STATIC = (Precision.A8W8, Precision.A16W8)
+"""Static QDQ precisions: activations quantized with ranges calibrated on real samples (export/qdq.py)."""
+QUANTIZABLE = (Precision.FP32, Precision.INT8, Precision.INT4, Precision.W8, *STATIC)
 
 METHODS = ("rtn", "minmax", "minmax-float", "hqq")
 DEFAULT_METHOD = "minmax"
@@ -63,6 +65,51 @@ class QuantSpec:
     minmax-float (the same blocks with float zero points: exact, but onnxruntime 1.32 runs them ~10x slower) or hqq
     (half-quadratic optimisation of scale and float zero point: slow the same way). Calibration-free all four;
     embeddings and every other precision always take rtn (see ``weight_method``)."""
+
+    # Named presets: what each deployment target gets, and why it differs from the default.
+    @classmethod
+    def cpu_fp32(cls) -> QuantSpec:
+        """The reference: every other variant's accuracy is measured against it."""
+        return cls()
+
+    @classmethod
+    def arm64_int4(cls) -> QuantSpec:
+        """Decoder weights in 4-bit min-max blocks of 32 with int8 activations (accuracy level 4): decode is memory
+        bound, so 4-bit weights are the largest speed-up, and arm64's sdot/i8mm (x86 VNNI) run level 4; min-max
+        blocks of 32 are the grid of the Q4_1 weights SmolLM2 ships in, so they lose least (docs/performance.md)."""
+        return cls(precision=Precision.INT4, block_size=32, accuracy_level=4, method="minmax")
+
+    @classmethod
+    def arm64_int8(cls) -> QuantSpec:
+        """8-bit weight-only blocks of 32 (MatMulNBits) with int8 compute: activations are quantized per block of 32
+        inside the kernel, so the residual-stream outliers of small LMs cost little. quantize_dynamic's int8
+        (one activation scale per tensor) agreed with fp32 on only 68.6% of SmolLM2 tokens (docs/quantization.md)."""
+        return cls(precision=Precision.W8, block_size=32, accuracy_level=4, method="rtn")
+
+    @classmethod
+    def dynamic_int8(cls) -> QuantSpec:
+        """quantize_dynamic's int8 (DynamicQuantizeMatMul, per-channel weights, one activation scale per tensor):
+        runs on every onnxruntime build, including those without MatMulNBits kernels; less accurate on LMs."""
+        return cls(precision=Precision.INT8)
+
+    @classmethod
+    def embedding_int4(cls) -> QuantSpec:
+        """Token embedding rows in 4-bit blocks (GatherBlockQuantized): the table is the largest tensor of a small
+        LM (113 MB of SmolLM2's fp32), and onnxruntime refuses 8-bit Gather, so 4 bits is the only smaller form."""
+        return cls(precision=Precision.INT4, block_size=32, method="rtn")
+
+    @classmethod
+    def qnn_a16w8(cls) -> QuantSpec:
+        """Static QDQ, 16-bit activations and 8-bit weights, MatMul only: Hexagon HTP runs only fixed-point
+        graphs, 8-bit activations lose the outliers of small LMs, and a whole-graph QDQ is destroyed by the
+        additive float32-min causal mask (shared/docs/pitfalls.md); the rest of the graph stays float."""
+        return cls(precision=Precision.A16W8)
+
+    @classmethod
+    def qnn_a8w8(cls) -> QuantSpec:
+        """Static QDQ with 8-bit activations: the fastest HTP form and the one older NPUs (and NNAPI) take; for
+        vision towers, whose activations are well bounded, more than for decoders."""
+        return cls(precision=Precision.A8W8)
 
     def __post_init__(self) -> None:
         problems = []
@@ -104,7 +151,74 @@ class QuantSpec:
         if self.precision is Precision.INT8:
             return {"quantizer": "quantize_dynamic", "weight_type": "int8", "per_channel": True,
                     "lm_head_bits": 8 if self.lm_head_bits else 0}
+        if self.precision in STATIC:
+            return {"quantizer": "quantize_static", "format": "QDQ", "op_types": ["MatMul", "Gemm"],
+                    "activation_type": "uint16" if self.precision is Precision.A16W8 else "uint8",
+                    "weight_type": "uint8", "per_channel": True, "calibration": "minmax"}
         return {}
+
+    @property
+    def static(self) -> bool:
+        """Static QDQ: needs calibration samples."""
+        return self.precision in STATIC
+
+
+PRESETS = {"cpu-fp32": QuantSpec.cpu_fp32, "arm64-int4": QuantSpec.arm64_int4, "arm64-int8": QuantSpec.arm64_int8,
+           "dynamic-int8": QuantSpec.dynamic_int8,
+           "embedding-int4": QuantSpec.embedding_int4, "qnn-a16w8": QuantSpec.qnn_a16w8, "qnn-a8w8": QuantSpec.qnn_a8w8}
+"""Preset names (as recipes and the CLI spell them) -> QuantSpec classmethods."""
+
+
+def preset(name: str) -> QuantSpec:
+    """The named preset (UnknownNameError lists the valid ones)."""
+    from edgelmm.registry import lookup
+
+    return lookup(PRESETS, name, what="quantization preset")()
+
+
+@dataclasses.dataclass(**SPEC)
+class GraphPrecisions:
+    """One QuantSpec per graph of a bundle: precision is chosen per graph, not per bundle."""
+
+    vision_encoder: QuantSpec = QuantSpec()
+    token_embedding: QuantSpec = QuantSpec()
+    decoder: QuantSpec = QuantSpec()
+
+    def for_role(self, role: GraphRole) -> QuantSpec:
+        return getattr(self, str(role), QuantSpec())
+
+    @property
+    def static(self) -> bool:
+        """Any graph needs calibration samples."""
+        return any(getattr(self, f.name).static for f in dataclasses.fields(self))
+
+    @classmethod
+    def cpu_fp32(cls) -> GraphPrecisions:
+        """Everything fp32: the accuracy reference and the fallback every runtime can run."""
+        return cls()
+
+    @classmethod
+    def arm64_int8(cls) -> GraphPrecisions:
+        """8-bit weights for both MatMul graphs; the embedding stays fp32 (onnxruntime has no 8-bit Gather, and only
+        the rows a prompt touches are paged in, so its size costs disk, not memory)."""
+        return cls(vision_encoder=QuantSpec.arm64_int8(), decoder=QuantSpec.arm64_int8())
+
+    @classmethod
+    def arm64_int4(cls) -> GraphPrecisions:
+        """Decoder int4 (memory-bound decode), vision 8-bit (compute-bound once per image; 4-bit towers lose more
+        for little speed), embeddings in 4-bit rows (the largest file)."""
+        return cls(vision_encoder=QuantSpec.arm64_int8(), token_embedding=QuantSpec.embedding_int4(),
+                   decoder=QuantSpec.arm64_int4())
+
+    @classmethod
+    def qnn_a16w8(cls) -> GraphPrecisions:
+        """Vision and decoder MatMuls as static a16w8 QDQ for Hexagon HTP; the embedding lookup stays an fp32
+        Gather on the CPU (a memory read, nothing for an NPU to speed up)."""
+        return cls(vision_encoder=QuantSpec.qnn_a16w8(), decoder=QuantSpec.qnn_a16w8())
+
+
+GRAPH_PRESETS = {"cpu-fp32": GraphPrecisions.cpu_fp32, "arm64-int8": GraphPrecisions.arm64_int8,
+                 "arm64-int4": GraphPrecisions.arm64_int4, "qnn-a16w8": GraphPrecisions.qnn_a16w8}
 
 
 ZERO_POINTS = {"minmax": "int+block-sum correction", "minmax-float": "float", "hqq": "float"}
@@ -120,6 +234,8 @@ def quantize_decoder(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto
     onnxruntime's quantizer rewrites ``proto`` in place: pass a copy if the fp32 graph is still needed."""
     if spec.precision is Precision.FP32:
         return proto
+    if spec.static:
+        raise SpecError(f"{spec.precision} is static QDQ: quantize with export.qdq after calibration")
     if spec.precision is Precision.INT8:
         return _dynamic_int8(proto, [] if spec.lm_head_bits else [LM_HEAD_NODE])
     head_bits = spec.lm_head_bits if spec.lm_head_bits != WEIGHT_ONLY_BITS[spec.precision] else None
@@ -135,6 +251,18 @@ def quantize_decoder(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto
         others = [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.name not in corrections]
         proto = _matmul_nbits(proto, w8, ("MatMul",), others)  # (an fp32 LM head stays fp32)
     return proto
+
+
+def quantize_vision(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto:
+    """The vision encoder's MatMuls (tower and connector) at ``spec``: int8 dynamic or MatMulNBits weight-only;
+    static QDQ goes through export/qdq.py (it needs calibration samples)."""
+    if spec.precision is Precision.FP32:
+        return proto
+    if spec.static:
+        raise SpecError(f"{spec.precision} is static QDQ: quantize with export.qdq after calibration")
+    if spec.precision is Precision.INT8:
+        return _dynamic_int8(proto, [])
+    return _matmul_nbits(proto, spec, ("MatMul",), [])
 
 
 def quantize_embedding(proto: onnx.ModelProto, spec: QuantSpec) -> tuple[onnx.ModelProto, Precision]:

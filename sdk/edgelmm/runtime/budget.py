@@ -43,7 +43,7 @@ WEIGHT_RESIDENCY = {Precision.FP32: 1.0, Precision.INT8: 1.11, Precision.INT4: 1
 (``bench_budget.py --residency`` on SmolLM2, less SESSION_MB: fp32 0.97-1.02, int8 1.11, int4 with block 32 and
 accuracy level 4 1.58).
 Other precisions count 1.0: QDQ graphs keep int8 weights; on an NPU the context binary lives outside this process."""
-KV_COPIES = {"past-present": 2, "shared-buffer": 1}
+KV_COPIES = {"past-present": 2, "shared-buffer": 1, "static-buffer": 2}
 """Caches alive at once during a decode step, per layout (an unknown layout is assumed to need two)."""
 LOGITS_COPIES = 2
 ATTENTION_COPIES = 3
@@ -89,7 +89,10 @@ def kv_cache_bytes(kv: KVCacheSpec, tokens: int) -> int:
 
 
 def kv_rows(kv: KVCacheSpec, context: int) -> int:
-    """Positions the KV cache holds at ``context`` tokens: a shared buffer never exceeds its graph's max_length."""
+    """Positions the KV cache holds at ``context`` tokens: a shared buffer never exceeds its graph's max_length; a
+    static buffer is always exactly that long (fixed shapes)."""
+    if kv.layout == "static-buffer":
+        return kv.max_length
     return min(context, kv.max_length) if kv.layout == "shared-buffer" else context
 
 

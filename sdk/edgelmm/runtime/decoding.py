@@ -106,6 +106,73 @@ class SharedBufferDecoder:
         return logits[0] if all_logits else self._logits[0, 0]
 
 
+class StaticBufferDecoder:
+    """Runs a ``static-buffer`` decoder step (export/static_decoder.py): every shape fixed for an NPU compiler.
+
+    A prompt goes through one token per call. Two sets of KV buffers alternate as past and present (the graph
+    returns whole buffers; binding one buffer to both would let a provider read rows it is writing)."""
+
+    def __init__(self, session: ort.InferenceSession, kv: KVCacheSpec, hidden_size: int) -> None:
+        self.session = session
+        self.kv = kv
+        self.capacity = kv.max_length
+        shape = (1, kv.num_kv_heads, kv.max_length, kv.head_dim)
+        past = [n for pair in zip(kv.names("past_key"), kv.names("past_value")) for n in pair]
+        present = [n for pair in zip(kv.names("present_key"), kv.names("present_value")) for n in pair]
+        self._names = list(zip(past, present))
+        self._buffers = [[np.zeros(shape, np.float32) for _ in past] for _ in range(2)]
+        vocab = int(session.get_outputs()[0].shape[-1])
+        self._logits = np.zeros((1, 1, vocab), np.float32)
+        self._embeds = np.zeros((1, 1, hidden_size), np.float32)
+        self._mask = np.zeros((1, kv.max_length), np.int64)
+        self._binding = session.io_binding()
+        self.length = 0
+
+    def reset(self) -> None:
+        self.length = 0
+        self._mask[:] = 0
+
+    def reserve(self, total: int) -> None:
+        if total > self.capacity:
+            raise InputError(f"{total} positions requested; this static decoder graph holds exactly {self.capacity}")
+
+    def forward(self, embeds: np.ndarray, positions: np.ndarray | None = None, *, all_logits: bool = False
+                ) -> np.ndarray:
+        """Append ``embeds`` float32 [1, S, hidden], one step per token; logits [vocab] of the last token ([S, vocab]
+        with ``all_logits``). ``positions``, if given, must continue the sequence (the mask carries it)."""
+        if positions is not None and int(positions[0, 0]) != self.length:
+            raise InputError(f"the static decoder continues at position {self.length}, got {positions[0, 0]}")
+        self.reserve(self.length + embeds.shape[1])
+        rows = []
+        for token in range(embeds.shape[1]):
+            rows.append(self._step(embeds[:, token : token + 1]).copy() if all_logits else None)
+        return np.concatenate(rows) if all_logits else self._logits[0, 0]
+
+    def next_feed(self, embed: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of the inputs the next step would get for ``embed`` float32 [1, 1, hidden] (calibration data)."""
+        mask = self._mask.copy()
+        mask[0, self.length] = 1
+        past = self._buffers[self.length % 2]
+        return {"inputs_embeds": np.array(embed, np.float32), "attention_mask": mask,
+                **{name: buffer.copy() for (name, _), buffer in zip(self._names, past)}}
+
+    def _step(self, embed: np.ndarray) -> np.ndarray:
+        self._embeds[:] = embed
+        self._mask[0, self.length] = 1
+        past, present = self._buffers[self.length % 2], self._buffers[1 - self.length % 2]
+        binding = self._binding
+        _bind(binding, "inputs_embeds", self._embeds)
+        _bind(binding, "attention_mask", self._mask)
+        for (past_name, present_name), src, dst in zip(self._names, past, present):
+            _bind(binding, past_name, src)
+            _bind(binding, present_name, dst, output=True)
+        _bind(binding, "logits", self._logits, output=True)
+        with graph_errors("decoder"):
+            self.session.run_with_iobinding(binding)
+        self.length += 1
+        return self._logits[0]
+
+
 class BoundEmbedding:
     """token_embedding.onnx for one token per call, into a preallocated [1, 1, hidden] buffer (a decode step)."""
 
@@ -125,12 +192,12 @@ class BoundEmbedding:
         return self._out
 
 
-DECODERS = {"past-present": Decoder, "shared-buffer": SharedBufferDecoder}
+DECODERS = {"past-present": Decoder, "shared-buffer": SharedBufferDecoder, "static-buffer": StaticBufferDecoder}
 """KV-cache layout (manifest kv_cache.layout) -> runtime decoder class."""
 
 
 def open_decoder(session: ort.InferenceSession, kv: KVCacheSpec, hidden_size: int, position_rows: int = 1
-                 ) -> Decoder | SharedBufferDecoder:
+                 ) -> Decoder | SharedBufferDecoder | StaticBufferDecoder:
     """The decoder class for the bundle's KV layout (the manifest validated the layout name already)."""
     if kv.layout == "past-present":
         return Decoder(session, kv, hidden_size, position_rows)

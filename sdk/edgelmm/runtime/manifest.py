@@ -43,12 +43,14 @@ MAX_CONTEXT = 2**22
 MAX_IMAGE_SIDE = 8192
 MAX_HEADS_OR_DIM = 2**16
 
-KV_LAYOUTS = ("past-present", "shared-buffer")
+KV_LAYOUTS = ("past-present", "shared-buffer", "static-buffer")
 """past-present: the decoder takes past K/V [B, kv_heads, past, head_dim] and returns present K/V of past + new
 (the runtime feeds each present back as the next past: the whole cache is rewritten every step).
 shared-buffer: past and present are one preallocated buffer [B, kv_heads, capacity, head_dim] per layer and tensor,
 bound to both names; the decoder writes only the new rows in place. ``attention_mask`` [B, past + S] tells it how
-many rows are real. ``max_length`` bounds the capacity (the graph's rotary tables end there)."""
+many rows are real. ``max_length`` bounds the capacity (the graph's rotary tables end there).
+static-buffer: an NPU step at fixed shapes: one token per call, buffers of exactly ``max_length`` rows, attention_mask
+[1, max_length] with ones up to this token; the graph returns the buffers with this token's row written."""
 PREPROCESS_MODES = ("squash", "shortest-edge-crop", "longest-edge-squash", "tiles")
 POSITION_SCHEMES = ("linear", "mrope")
 
@@ -131,8 +133,8 @@ class KVCacheSpec:
                 fields = None
             if fields != [("layer", "", None)]:
                 raise SpecError(f"kv_cache.{n} {template!r:.60} must contain '{{layer}}' once and no other field")
-        if self.layout == "shared-buffer" and not 2 <= self.max_length <= MAX_CONTEXT:
-            raise SpecError(f"kv_cache.max_length must be in [2, {MAX_CONTEXT}] for the shared-buffer layout")
+        if self.layout in ("shared-buffer", "static-buffer") and not 2 <= self.max_length <= MAX_CONTEXT:
+            raise SpecError(f"kv_cache.max_length must be in [2, {MAX_CONTEXT}] for the {self.layout} layout")
 
     def names(self, kind: str) -> list[str]:
         """All layer names for ``kind`` in ("past_key", "past_value", "present_key", "present_value")."""
@@ -315,6 +317,28 @@ class ModelInfo:
 
 
 @dataclasses.dataclass(**SPEC)
+class VisualTokenSpec:
+    """A visual-token budget the vision graph was exported with (export/visual_tokens.py). The runtime needs only
+    ``text.num_image_tokens`` and ``preprocess.image_size``, which already say the result; this records the cost."""
+
+    native_image_size: int
+    image_size: int
+    """Square size the vision graph takes (== preprocess.image_size)."""
+    native_tokens: int
+    pool: int = 1
+    """k x k average pooling after the connector."""
+    tokens: int = 0
+    """Visual tokens per image after the budget (== text.num_image_tokens)."""
+    retraining: str = ""
+    """What recovers the accuracy this budget costs, when the recipe says."""
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.image_size <= MAX_IMAGE_SIDE and 1 <= self.native_image_size <= MAX_IMAGE_SIDE
+                and self.pool >= 1 and 0 <= self.tokens <= self.native_tokens):
+            raise SpecError("visual_tokens: sizes must be in [1, 8192], pool >= 1, 0 <= tokens <= native_tokens")
+
+
+@dataclasses.dataclass(**SPEC)
 class Manifest:
     """The whole manifest.json."""
 
@@ -339,6 +363,11 @@ class Manifest:
     """Tool ids of a tool-selection model (MLLM-Tool): the demo's tool mode decodes under Choice(tools)."""
     items: ItemsSpec | None = None
     """Item-Language Model bundles: the CF table and the item_encoder graph's contract (None: no item inputs)."""
+    visual_tokens: VisualTokenSpec | None = None
+    """The visual-token budget of the vision graph, when the export applied one."""
+    accuracy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The export's accuracy re-check of the finished bundle (export/accuracy.py): per-graph max abs diff vs torch,
+    decoder top-1 agreement with fp32, task accuracy through the runtime, providers it ran on."""
 
     @property
     def has_vision(self) -> bool:
@@ -456,6 +485,11 @@ def _family_field_problems(manifest: Manifest) -> list[str]:
     positions, tokens = manifest.positions, manifest.text.num_image_tokens
     if positions.scheme == "mrope" and positions.image_grid[0] * positions.image_grid[1] != tokens:
         problems.append(f"positions.image_grid {positions.image_grid} does not hold text.num_image_tokens {tokens}")
+    budget = manifest.visual_tokens
+    if budget is not None and (budget.tokens != tokens or manifest.preprocess is None
+                               or tuple(manifest.preprocess.image_size) != (budget.image_size, budget.image_size)):
+        problems.append(f"visual_tokens ({budget.tokens} tokens at {budget.image_size} px) disagrees with"
+                        " text.num_image_tokens / preprocess.image_size")
     decoder = manifest.graphs.get(GraphRole.DECODER)
     shape = next((t.shape for t in decoder.inputs if t.name == "position_ids"), None) if decoder else None
     rank = 3 if positions.rows > 1 else 2
@@ -502,8 +536,8 @@ def io_contract(manifest: Manifest) -> dict[GraphRole, tuple[dict[str, str], dic
     past = {n: kv.dtype for kind in ("past_key", "past_value") for n in kv.names(kind)}
     present = {n: kv.dtype for kind in ("present_key", "present_value") for n in kv.names(kind)}
     # past-present decoders take explicit positions; shared-buffer ones derive them from attention_mask and take
-    # logits_to_keep (decoding.py binds exactly these)
-    extra = {"position_ids": "int64"} if kv.layout == "past-present" else {"logits_to_keep": "int64"}
+    # logits_to_keep; static-buffer steps (NPU) derive the position from the mask too (decoding.py binds exactly these)
+    extra = {"past-present": {"position_ids": "int64"}, "static-buffer": {}}.get(kv.layout, {"logits_to_keep": "int64"})
     feeds = {"inputs_embeds": "float32", "attention_mask": "int64", **extra, **past}
     contract[GraphRole.DECODER] = (feeds, {"logits": "float32", **present})
     return contract

@@ -475,6 +475,22 @@ def _ratings_are_sound(ctx: FuzzContext, case: bytes, data: Any) -> None:
     assert all(0 <= i < data.n_items for h in data.histories for i in h) and data.n_users >= 1
 
 
+def _export_recipe(ctx: FuzzContext, data: bytes) -> Any:
+    """What `edgelmm export --recipe FILE` does before any model loads: strict YAML, then the typed recipe."""
+    from edgelmm.export.recipe import load_recipe
+
+    path = ctx.path("export-recipe/recipe.yaml")
+    path.write_bytes(data)
+    return load_recipe(path)
+
+
+def _export_recipe_seed(ctx: FuzzContext) -> dict[str, Any]:
+    """The shipped QNN recipe: a preset, static shapes, calibration and validation sections."""
+    from edgelmm.export.recipe import load_recipe
+
+    return to_dict(load_recipe("smol-vqa/qnn-a16w8"))
+
+
 # -- `edgelmm run` argv -------------------------------------------------------------------------------------------
 
 RUN_FLAGS = (
@@ -716,6 +732,8 @@ FUZZ_TARGETS: dict[str, FuzzTarget] = {
                    "mutated MovieLens ratings.dat -> train.data.interactions.load_movielens",
                    seeds=lambda ctx: [RATINGS_SEED, b"", b"::::\n", b"7::1::1e999::1\n", b"\xff\xfe::"],
                    check=_ratings_are_sound, from_bytes=True),
+        _yaml_target("export-recipe", _export_recipe, _export_recipe_seed,
+                     "export recipe YAML (edgelmm export --recipe) -> export.recipe.load_recipe"),
         FuzzTarget("cli-run", _cli, _cli_cases, "`edgelmm run` argv -> exit code + one stderr line"),
         FuzzTarget("generate-options", _options, _options_cases, "Pipeline.generate(**options)"),
     )
