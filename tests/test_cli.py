@@ -53,7 +53,7 @@ def test_export_list_covers_the_registry(capsys):
 
 def test_unknown_model_lists_valid_names(capsys, tmp_path):
     code, _, err = run_cli(capsys, "export", "--model", "smol-vq", "--out", str(tmp_path / "x"))
-    assert_bad_input(code, err, "unknown model 'smol-vq' .* valid: .*smol-vqa, smol-vqa-init, smollm2-135m, tiny-random")
+    assert_bad_input(code, err, "unknown model 'smol-vq' .* valid: .*smol-vqa, smol-vqa-init, smol-vqa-s, smollm2-135m, tiny-random")
     assert not (tmp_path / "x").exists()
 
 

@@ -65,3 +65,20 @@ def test_integer_zero_points_run_at_accuracy_level_4():
     assert levels == {4}
     y, y_exact = run(model, x), run(quantized(weight, "minmax-float"), x)  # int8 activations vs fp32 compute
     assert np.abs(y - y_exact).max() < 0.03 * np.abs(y_exact).max()
+
+
+def test_int4_method_auto_is_rtn_for_fine_tuned_lms(tiny_llava):
+    """Min-max int4 matches SmolLM2's Q4_1 grid and rounds merged LoRA deltas away (docs/training.md): auto picks
+    rtn for a fine-tuned LM and minmax for a registry LM's own weights; an explicit method is kept."""
+    import dataclasses
+
+    from edgelmm.export.exporter import ExportOptions
+    from edgelmm.export.quantize import DEFAULT_METHOD
+    from edgelmm.specs import GraphRole, Precision
+
+    options = ExportOptions(precision=Precision.INT4)
+    assert options.resolved(tiny_llava).quant_spec(GraphRole.DECODER).method == DEFAULT_METHOD
+    tuned = dataclasses.replace(tiny_llava, lm_trained=True)
+    assert options.resolved(tuned).quant_spec(GraphRole.DECODER).method == "rtn"
+    explicit = ExportOptions(precision=Precision.INT4, quant_method="minmax")
+    assert explicit.resolved(tuned).quant_method == "minmax"

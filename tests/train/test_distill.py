@@ -113,7 +113,7 @@ def test_smol_vqa_s_is_registered_with_seven_smollm2_layers():
 
     student = build_model("smol-vqa-s")  # warns while smol-vqa (its tower's source) ships no trained weights
     assert SMOL_VQA_S_LAYERS == 7 and len(student.model.model.language_model.layers) == 7
-    assert student.num_image_tokens == 16 and student.model.config.text_config.num_hidden_layers == 7
+    assert student.num_image_tokens == 9 and student.model.config.text_config.num_hidden_layers == 7
 
 
 def test_distillation_terms_vanish_when_the_student_is_the_teacher(tiny_llava):

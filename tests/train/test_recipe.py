@@ -26,7 +26,7 @@ def test_run_writes_log_plot_checkpoint_and_model(tiny_run):
     assert [(r["stage"], r["step"]) for r in records] == [
         ("vision-pretrain", 1), ("vision-pretrain", 2), ("vision-pretrain", 3), ("align", 1), ("align", 2),
         ("instruct", 1), ("instruct", 2), ("instruct", 3)]
-    assert set(records[0]["terms"]) == {"siglip", "siglip-regional"} and set(records[-1]["terms"]) == {"ce"}
+    assert set(records[0]["terms"]) == {"siglip", "attributes"} and set(records[-1]["terms"]) == {"ce"}
     assert (tiny_run / "loss.png").stat().st_size > 10_000
     meta = json.loads((tiny_run / "checkpoint" / "meta.json").read_text())
     assert (meta["stage"], meta["step"]) == ("instruct", 3)

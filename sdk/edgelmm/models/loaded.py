@@ -51,6 +51,9 @@ class LoadedModel:
     """Decoder position-id scheme (manifest positions)."""
     tools: tuple[str, ...] = ()
     """Tool ids a tool-selection model (recipe mllm-tool) picks from; exported as manifest ``tools``."""
+    lm_trained: bool = False
+    """True when the LM's weights differ from its registry base (merged LoRA, a trained student): int4 export then
+    defaults to rtn, since the min-max grid matched to SmolLM2's Q4_1 weights rounds small deltas away."""
 
     @property
     def has_vision(self) -> bool:

@@ -78,9 +78,10 @@ def load_weights(directory: str | Path, *, name: str | None = None) -> LoadedMod
     if lora:
         merge_lora(model, tensors, scale=float(lora["alpha"]) / float(lora["r"]))
     model.eval()
-    if meta.get("tools"):  # a tool-selection model: its choice set travels to the bundle's manifest
-        import dataclasses
+    import dataclasses
 
+    loaded = dataclasses.replace(loaded, lm_trained=bool(lm_tensors or lora))
+    if meta.get("tools"):  # a tool-selection model: its choice set travels to the bundle's manifest
         loaded = dataclasses.replace(loaded, tools=tuple(meta["tools"]))
     return loaded
 
