@@ -78,7 +78,13 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
 
 def train(state: State) -> State:
     """Run the stages in order, from the resume point if any."""
-    loop.run_stages(state.spec.stages, state.ctx, state.resume, functools.partial(_stage, state),
+    return run_stages(state, _stage)
+
+
+def run_stages(state: Any, build: Any) -> Any:
+    """Every recipe's train(): ``state.spec.stages`` from ``state.resume`` (or the start), each through
+    ``build(state, stage, index) -> loop.Stage``, loss.png redrawn after each. ``state`` has spec, ctx, resume."""
+    loop.run_stages(state.spec.stages, state.ctx, state.resume, functools.partial(build, state),
                     after_stage=functools.partial(plot_run, state.ctx))
     state.resume = None
     return state

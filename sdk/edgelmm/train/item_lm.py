@@ -93,12 +93,9 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
 
 
 def train(state: State) -> State:
-    from edgelmm.train.imp import plot_run
+    from edgelmm.train.imp import run_stages
 
-    loop.run_stages(state.spec.stages, state.ctx, state.resume, functools.partial(_stage, state),
-                    after_stage=functools.partial(plot_run, state.ctx))
-    state.resume = None
-    return state
+    return run_stages(state, _stage)
 
 
 def _stage(state: State, stage: StageSpec, index: int) -> loop.Stage:

@@ -26,7 +26,7 @@ from edgelmm.train import checkpoint, loop, trainability
 from edgelmm.train.data import DATASETS
 from edgelmm.train.data.collate import ChatCollator
 from edgelmm.train.data.stream import stage_batches
-from edgelmm.train.imp import copy_into, plot_run, provenance_record, vision_config_dict
+from edgelmm.train.imp import copy_into, provenance_record, run_stages, vision_config_dict
 from edgelmm.train.llava_kd_presets import DISTILL_TERMS
 from edgelmm.train.objectives import Distillation, LanguageModeling
 from edgelmm.train.specs import RecipeSpec, StageSpec
@@ -83,10 +83,7 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
 
 
 def train(state: State) -> State:
-    loop.run_stages(state.spec.stages, state.ctx, state.resume, functools.partial(_stage, state),
-                    after_stage=functools.partial(plot_run, state.ctx))
-    state.resume = None
-    return state
+    return run_stages(state, _stage)
 
 
 def _stage(state: State, stage: StageSpec, index: int) -> loop.Stage:
