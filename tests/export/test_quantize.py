@@ -82,3 +82,8 @@ def test_int4_method_auto_is_rtn_for_fine_tuned_lms(tiny_llava):
     assert options.resolved(tuned).quant_spec(GraphRole.DECODER).method == "rtn"
     explicit = ExportOptions(precision=Precision.INT4, quant_method="minmax")
     assert explicit.resolved(tuned).quant_method == "minmax"
+    from edgelmm.export.quantize import GraphPrecisions
+
+    preset = ExportOptions(graphs=GraphPrecisions.arm64_int4())
+    assert preset.resolved(tiny_llava).quant_spec(GraphRole.DECODER).method == "minmax"
+    assert preset.resolved(tuned).quant_spec(GraphRole.DECODER).method == "rtn"

@@ -110,6 +110,12 @@ class ExportOptions:
         """``quant_method`` auto -> a real method. Measured on the trained smol-vqa (docs/training.md): minmax, matched
         to SmolLM2's Q4_1 grid, rounds the merged LoRA deltas back onto it (shapes 3.5% vs fp32 46%); rtn keeps them
         (42%). For SmolLM2's own weights minmax agrees best with fp32 (0.93 vs 0.73 top-1, docs/performance.md)."""
+        decoder = self.graphs.decoder if self.graphs is not None else None
+        minmax = decoder is not None and decoder.precision is Precision.INT4 and decoder.method == "minmax"
+        if minmax and loaded.lm_trained:
+            # A preset's min-max (arm64-int4) exists for the Q4_1 grid of SmolLM2's own weights only.
+            graphs = dataclasses.replace(self.graphs, decoder=dataclasses.replace(decoder, method="rtn"))
+            return dataclasses.replace(self, graphs=graphs)
         if self.quant_method != AUTO_METHOD:
             return self
         return dataclasses.replace(self, quant_method="rtn" if loaded.lm_trained else DEFAULT_METHOD)
