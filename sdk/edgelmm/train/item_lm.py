@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgelmm.errors import SpecError, TrainingError
+from edgelmm.errors import SpecError
 from edgelmm.models.item_encoder import (
     ILM_FORMAT,
     ILM_SCHEMA_VERSION,
@@ -154,13 +154,9 @@ def snapshot(state: State) -> dict[str, torch.Tensor]:
 
 
 def _load_snapshot(state: State, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(snapshot(state))
-    unknown = sorted(set(tensors) - set(params))
-    if unknown:
-        raise TrainingError(f"the checkpoint holds tensors this recipe does not build, e.g. '{unknown[0]}'")
-    with torch.no_grad():
-        for name, value in tensors.items():
-            params[name].copy_(value)
+    from edgelmm.train.imp import copy_into
+
+    copy_into(dict(snapshot(state)), tensors)
 
 
 def save(state: State, out_dir: Path) -> Path:
