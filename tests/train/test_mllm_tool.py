@@ -5,9 +5,8 @@ import sys
 import pytest
 import torch
 
+from edgelmm.train.base_model import side_by_side as _side_by_side
 from edgelmm.train.data.tools import load_catalog
-from edgelmm.train.mllm_tool import _side_by_side
-
 from tests.conftest import TRAIN_ENV
 
 

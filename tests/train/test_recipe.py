@@ -54,6 +54,31 @@ def test_stop_after_steps_then_resume_gives_the_same_model(tiny_run, tiny_recipe
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
 
 
+def test_continuing_from_a_trained_model_keeps_tower_connector_and_lora(tiny_run, tmp_path):
+    """base_model = a trained weights directory: only an untrained base is re-initialised; the base's LoRA is saved
+    beside the new one, so the saved model = the base with the new adapters' delta added."""
+    from edgelmm.models.weights import load_weights
+
+    spec = tiny_recipe()
+    spec["base_model"] = str(tiny_run / "model")
+    spec["stages"] = [spec["stages"][-1]]  # one more instruct stage (connector + LoRA)
+    spec["evals"] = []
+    config = tmp_path / "more.json"
+    config.write_text(json.dumps(spec))
+    edgelmm("train", "--config", str(config), "--out", str(tmp_path / "more"), "--no-progress")
+    base, more = load_file(str(tiny_run / "model" / "model.safetensors")), load_file(
+        str(tmp_path / "more" / "model" / "model.safetensors"))
+    tower = [k for k in base if k.startswith("model.vision_tower.")]
+    assert tower and all(torch.equal(base[k], more[k]) for k in tower)  # frozen and not re-initialised
+    r1, r2 = (json.loads((d / "meta.json").read_text())["lora"]["r"] for d in (tiny_run / "model", tmp_path / "more" / "model"))
+    assert r2 == r1 + spec["stages"][0]["lora"]["r"]
+    base_model = dict(load_weights(tiny_run / "model").model.named_parameters())
+    tuned = dict(load_weights(tmp_path / "more" / "model").model.named_parameters())
+    path = next(k for k in more if k.endswith("q_proj.lora_A"))[: -len(".lora_A")]
+    delta = more[f"{path}.lora_B"][:, r1:].float() @ more[f"{path}.lora_A"][r1:].float()
+    assert torch.allclose(tuned[f"{path}.weight"], base_model[f"{path}.weight"] + delta, atol=2e-3)
+
+
 def test_sigterm_checkpoints_and_exits_130(tmp_path):
     config = tmp_path / "long.json"
     config.write_text(json.dumps(tiny_recipe(steps=(400, 2, 2))))

@@ -54,6 +54,9 @@ class LoadedModel:
     lm_trained: bool = False
     """True when the LM's weights differ from its registry base (merged LoRA, a trained student): int4 export then
     defaults to rtn, since the min-max grid matched to SmolLM2's Q4_1 weights rounds small deltas away."""
+    weights_dir: Path | None = None
+    """The trained weights directory (models/weights.py) this model was loaded from; None for a registry build.
+    Recipes that start from such a model keep its tower and connector and carry its LoRA into what they save."""
 
     @property
     def has_vision(self) -> bool:

@@ -80,7 +80,7 @@ def load_weights(directory: str | Path, *, name: str | None = None) -> LoadedMod
     model.eval()
     import dataclasses
 
-    loaded = dataclasses.replace(loaded, lm_trained=bool(lm_tensors or lora))
+    loaded = dataclasses.replace(loaded, lm_trained=bool(lm_tensors or lora), weights_dir=directory)
     if meta.get("tools"):  # a tool-selection model: its choice set travels to the bundle's manifest
         loaded = dataclasses.replace(loaded, tools=tuple(meta["tools"]))
     return loaded

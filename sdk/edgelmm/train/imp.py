@@ -18,10 +18,10 @@ import torch
 
 from edgelmm.errors import SpecError, TrainingError
 from edgelmm.models.loaded import LoadedModel
-from edgelmm.models.registry import MODELS, build_model
 from edgelmm.registry import lookup
-from edgelmm.specs import ModelKind, Trainability, to_dict
+from edgelmm.specs import Trainability, to_dict
 from edgelmm.train import checkpoint, loop, trainability
+from edgelmm.train.base_model import load_base, saved_lora
 from edgelmm.train.data import DATASETS
 from edgelmm.train.data.collate import ChatCollator, contrastive_batch
 from edgelmm.train.data.stream import stage_batches
@@ -40,6 +40,8 @@ class State:
     contrastive: ContrastiveTower
     collator: ChatCollator
     base_lm: str
+    base_lora: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    """The trained base's LoRA (merged into ``loaded``), B scaled: saved beside this run's adapters."""
     resume: dict[str, Any] | None = None
     text_encoder: Any = None
 
@@ -49,18 +51,18 @@ class State:
 
 
 def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None = None) -> State:
-    """Build the base model (tower and connector re-initialised from the seed) and load ``resume``'s tensors."""
-    entry = lookup(MODELS, spec.base_model, what="model")
-    if entry.kind != ModelKind.LLAVA or not entry.base_lm:
-        raise SpecError(f"base model '{spec.base_model}' is not an image+text model built on a registry LM")
+    """Build the base model and load ``resume``'s tensors. An untrained base (``smol-vqa-init``) gets its tower and
+    connector re-initialised from the recipe's seed; a trained one (``smol-vqa``, a run's ``model/``) keeps them, and
+    its LoRA is saved beside the one this run trains (train/base_model.py)."""
     for stage in spec.stages:
         for source in stage.data:
             lookup(DATASETS, source.dataset, what="dataset")
-    loaded = build_model(spec.base_model)
+    loaded, base_lm, base_lora = load_base(spec.base_model)
     model = loaded.model
     torch.manual_seed(spec.seed)
-    for module in (model.model.vision_tower, model.model.multi_modal_projector):
-        module.apply(model._init_weights)
+    if loaded.weights_dir is None:
+        for module in (model.model.vision_tower, model.model.multi_modal_projector):
+            module.apply(model._init_weights)
     from edgelmm.models.minilm import EMBED_DIM
 
     contrastive = ContrastiveTower(model.model.vision_tower, EMBED_DIM)
@@ -68,7 +70,7 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
                             image_token=loaded.image_token, num_image_tokens=loaded.num_image_tokens,
                             preprocess_spec=loaded.preprocess)
     state = State(spec=spec, ctx=ctx, loaded=loaded, contrastive=contrastive, collator=collator,
-                  base_lm=entry.base_lm, resume=resume)
+                  base_lm=base_lm, base_lora=base_lora, resume=resume)
     if resume is not None:
         _load_snapshot(state, resume["tensors"], resume["stage_index"])
     model.to(ctx.dist.device)
@@ -165,15 +167,16 @@ def save(state: State, out_dir: Path) -> Path:
     model = state.model
     tensors = {n: p.detach().to(torch.float16) for n, p in model.named_parameters()
                if n.startswith(("model.vision_tower.", "model.multi_modal_projector."))}
-    tensors.update({n: p.detach().to(torch.float16) for n, p in trainability.lora_tensors(model).items()})
     lora = next((s.lora for s in state.spec.stages if s.trainability.llm == Trainability.LORA), None)
+    lora_tensors, lora_meta = saved_lora(model, lora, state.base_lora)
+    tensors.update({n: p.to(torch.float16) for n, p in lora_tensors.items()})
     meta = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "name": "smol-vqa" if state.spec.base_model == "smol-vqa-init" else f"{state.spec.base_model}-trained",
         "base_lm": state.base_lm,
         "vision_config": vision_config_dict(model.config.vision_config),
-        "lora": {"r": lora.r, "alpha": lora.alpha, "target_modules": list(lora.target_modules)} if lora else None,
+        "lora": lora_meta,
         "dtype": "float16",
     }
     provenance = provenance_record(state)

@@ -4,9 +4,8 @@ One stage fine-tunes an image+text model (a registry name such as ``smol-vqa``, 
 as an Imp run's ``model/``) to answer ``{"api_name": "<tool id>"}``: connector + LoRA, tower frozen. The step loop,
 checkpoints and logs are train/loop.py's; saving writes the same weights format as imp, with the tool ids.
 
-Starting from a weights directory whose LoRA is already merged into the LM (an Imp run), the saved adapters are the
-base's and the new ones side by side (rank r1 + r2, scale 1: B = [s1 B1 | s2 B2], A = [A1; A2]), so the saved
-directory rebuilds exactly the trained model on top of the registry LM.
+A trained base (smol-vqa, an Imp run) keeps its tower and connector, and its LoRA is saved beside the new one
+(train/base_model.py), so the saved directory rebuilds exactly the trained model on top of the registry LM.
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
-from edgelmm.errors import SpecError, TrainingError
+from edgelmm.errors import SpecError
 from edgelmm.models.loaded import LoadedModel
-from edgelmm.specs import ModelKind
 from edgelmm.train import checkpoint, imp, loop, trainability
+from edgelmm.train.base_model import load_base, saved_lora
 from edgelmm.train.data.collate import ChatCollator
 from edgelmm.train.data.stream import stage_batches
 from edgelmm.train.data.tools import load_catalog
@@ -47,29 +45,6 @@ class State:
         return self.loaded.model
 
 
-def load_base(spec: str) -> tuple[LoadedModel, str, dict[str, torch.Tensor]]:
-    """(model, its registry LM, the base's scaled LoRA tensors) for a registry name or a weights directory."""
-    from edgelmm.models.registry import MODELS, build_model
-    from edgelmm.models.weights import is_weights_dir, load_weights, read_meta
-    from edgelmm.registry import lookup
-
-    path = Path(spec)
-    directory = path / "model" if is_weights_dir(path / "model") else path
-    if not is_weights_dir(directory):
-        entry = lookup(MODELS, spec, what="model")
-        if entry.kind != ModelKind.LLAVA or not entry.base_lm:
-            raise SpecError(f"base model '{spec}' is not an image+text model built on a registry LM")
-        return build_model(spec), entry.base_lm, {}
-    meta = read_meta(directory)
-    lora: dict[str, torch.Tensor] = {}
-    if meta.get("lora"):
-        scale = float(meta["lora"]["alpha"]) / float(meta["lora"]["r"])
-        tensors = load_file(str(directory / "model.safetensors"))
-        lora = {k: v.float() * (scale if k.endswith(".lora_B") else 1.0) for k, v in tensors.items()
-                if k.endswith((".lora_A", ".lora_B"))}
-    return load_weights(directory), meta["base_lm"], lora
-
-
 def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None = None) -> State:
     """Build the base model (trained weights kept: this recipe fine-tunes) and load ``resume``'s tensors."""
     if len(spec.stages) != 1 or spec.stages[0].format != "qa":
@@ -84,13 +59,7 @@ def setup(spec: RecipeSpec, ctx: loop.RunContext, resume: dict[str, Any] | None 
     stage = spec.stages[0]
     trainability.apply(loaded.model, stage.trainability, stage.lora)
     if resume is not None:
-        params = dict(loaded.model.named_parameters())
-        unknown = sorted(set(resume["tensors"]) - set(params))
-        if unknown:
-            raise TrainingError(f"the checkpoint holds tensors this recipe does not build, e.g. '{unknown[0]}'")
-        with torch.no_grad():
-            for name, value in resume["tensors"].items():
-                params[name].copy_(value)
+        imp.copy_into(dict(loaded.model.named_parameters()), resume["tensors"])
     loaded.model.to(ctx.dist.device)
     return state
 
@@ -127,12 +96,8 @@ def save(state: State, out_dir: Path) -> Path:
     model, stage = state.model, state.spec.stages[0]
     tensors = {n: p.detach().float() for n, p in model.named_parameters()
                if n.startswith(("model.vision_tower.", "model.multi_modal_projector."))}
-    scale = stage.lora.alpha / stage.lora.r
-    new = {k: v.detach().float() * (scale if k.endswith(".lora_B") else 1.0)
-           for k, v in trainability.lora_tensors(model).items()}
-    lora = _side_by_side(state.base_lora, new)
+    lora, lora_meta = saved_lora(model, stage.lora, state.base_lora)
     tensors.update(lora)
-    rank = max((v.shape[0] for k, v in lora.items() if k.endswith(".lora_A")), default=0)
     catalog = load_catalog()
     meta = {
         "format": FORMAT,
@@ -140,8 +105,7 @@ def save(state: State, out_dir: Path) -> Path:
         "name": "smol-vqa-tool",
         "base_lm": state.base_lm,
         "vision_config": imp.vision_config_dict(model.config.vision_config),
-        # scale 1: the scales are folded into lora_B (two adapter sets of different ranks side by side)
-        "lora": {"r": rank, "alpha": rank, "target_modules": list(stage.lora.target_modules)} if rank else None,
+        "lora": lora_meta,
         "dtype": "float16",
         "tools": list(catalog.ids),
     }
@@ -150,25 +114,3 @@ def save(state: State, out_dir: Path) -> Path:
     checkpoint.save(Path(out_dir), {k: v.to(torch.float16) for k, v in tensors.items()}, meta,
                     files={"provenance.json": json.dumps(provenance, indent=2) + "\n"})
     return Path(out_dir)
-
-
-def _side_by_side(base: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Two LoRA sets (B already scaled) as one: A = [A1; A2], B = [B1 | B2], so B @ A = B1 A1 + B2 A2.
-
-    Linears adapted by only one set get zero rows/columns for the other, so every adapted Linear has one rank."""
-    paths = sorted({k.rsplit(".", 1)[0] for k in (*base, *new)})
-    if not base:
-        return new
-    r1 = max(v.shape[0] for k, v in base.items() if k.endswith(".lora_A"))
-    r2 = max(v.shape[0] for k, v in new.items() if k.endswith(".lora_A"))
-    out = {}
-    for path in paths:
-        ref = base.get(f"{path}.lora_A", new.get(f"{path}.lora_A"))
-        ref_b = base.get(f"{path}.lora_B", new.get(f"{path}.lora_B"))
-        a1 = base.get(f"{path}.lora_A", torch.zeros(r1, ref.shape[1]))
-        a2 = new.get(f"{path}.lora_A", torch.zeros(r2, ref.shape[1]))
-        b1 = base.get(f"{path}.lora_B", torch.zeros(ref_b.shape[0], r1))
-        b2 = new.get(f"{path}.lora_B", torch.zeros(ref_b.shape[0], r2))
-        out[f"{path}.lora_A"] = torch.cat([a1, a2], 0)
-        out[f"{path}.lora_B"] = torch.cat([b1, b2], 1)
-    return out
