@@ -83,6 +83,30 @@ def test_prompts_equal_the_runtimes_and_only_answers_are_labelled(tiny_llava, ti
     assert tiny_llava.tokenizer.decode(captions.labels[0][captions.labels[0] != IGNORE]) == examples[0].caption + "<|im_end|>"
 
 
+def test_multi_turn_conversations_render_as_the_chat_template_and_label_every_answer(tiny_llava):
+    collator = collator_for(tiny_llava)
+    tok = tiny_llava.tokenizer
+    ex = DATASETS["shapes"].example("train", 5)
+    assert len(ex.more) == 3
+    turns = [(ex.question, ex.answer), *((q, a) for q, a, _ in ex.more)]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": turns[0][0]}]}]
+    messages.append({"role": "assistant", "content": turns[0][1]})
+    for q, a in turns[1:]:
+        messages += [{"role": "user", "content": [{"type": "text", "text": q}]}, {"role": "assistant", "content": a}]
+    rendered = tok.apply_chat_template(messages, chat_template=tiny_llava.chat_template, tokenize=False)
+    expected = []
+    for t in tok(rendered, add_special_tokens=False)["input_ids"]:
+        expected += [t] * tiny_llava.num_image_tokens if t == tiny_llava.image_token_id else [t]
+    ids, labels = collator.conversation(ex, "qa", turns=4)
+    assert ids == expected[: len(ids)] and expected[len(ids):] == tok("\n", add_special_tokens=False)["input_ids"]
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    answers = [tok(a, add_special_tokens=False)["input_ids"] + [end] for _, a in turns]
+    assert [t for t in labels if t != IGNORE] == [t for a in answers for t in a]
+    assert collator.conversation(ex, "qa", turns=1) == collator.conversation(ex, "qa")  # one turn: as before
+    digit = DATASETS["digits"].example("train", 0)
+    assert collator.conversation(digit, "qa", turns=4) == collator.conversation(digit, "qa")  # nothing more to ask
+
+
 def test_trainability_per_component_and_lora_only_in_the_lm(llava):
     model = llava.model
     names = trainability.apply(model, ComponentTraining(connector=FULL))

@@ -23,9 +23,9 @@ from edgelmm.specs import Trainability, to_dict
 from edgelmm.train import checkpoint, loop, trainability
 from edgelmm.train.base_model import load_base, saved_lora
 from edgelmm.train.data import DATASETS
-from edgelmm.train.data.collate import ChatCollator, contrastive_batch
+from edgelmm.train.data.collate import ChatCollator, contrastive_batch, ground_batch
 from edgelmm.train.data.stream import stage_batches
-from edgelmm.train.objectives import ContrastiveTower, LanguageModeling
+from edgelmm.train.objectives import ContrastiveTower, LanguageModeling, WordGrounding
 from edgelmm.train.specs import RecipeSpec, StageSpec
 
 HEAD_PREFIX = "contrastive."
@@ -114,9 +114,12 @@ def _stage(state: State, stage: StageSpec, index: int) -> loop.Stage:
         module.train()
         collate: Any = functools.partial(contrastive_batch, spec=state.loaded.preprocess,
                                          encode=state.text_encoder.encode)
+    elif stage.format == "ground":
+        module = WordGrounding(model)
+        collate = functools.partial(ground_batch, spec=state.loaded.preprocess, tokenizer=state.loaded.tokenizer)
     else:
         module = LanguageModeling(model)
-        collate = functools.partial(state.collator, fmt=stage.format)
+        collate = functools.partial(state.collator, fmt=stage.format, turns=stage.turns)
 
     def batches(start: int, rank: int) -> Any:
         return stage_batches(stage, seed=state.spec.seed, stage_index=index, start_step=start, rank=rank,

@@ -95,7 +95,7 @@ def _stage(state: State, stage: StageSpec, index: int) -> loop.Stage:
                                                losses=losses, temperature=state.spec.distill.temperature)
     else:
         module = LanguageModeling(model)  # no distillation term: the teacher is not run at all
-    collate = functools.partial(state.collator, fmt=stage.format)
+    collate = functools.partial(state.collator, fmt=stage.format, turns=stage.turns)
 
     def batches(start: int, rank: int) -> Any:
         return stage_batches(stage, seed=state.spec.seed, stage_index=index, start_step=start, rank=rank,

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from edgelmm.errors import TrainingError
-from edgelmm.train import checkpoint
+from edgelmm.train import checkpoint, trainability
 from edgelmm.train.specs import StageSpec
 
 CHECKPOINT_DIR = "checkpoint"
@@ -174,6 +174,17 @@ def lr_at(spec: StageSpec, step: int) -> float:
     return spec.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def param_groups(spec: StageSpec, params: list[nn.Parameter], names: dict[int, str]) -> list[dict[str, Any]]:
+    """One AdamW group, or two when ``spec.connector_lr`` is set: the connector's parameters (by name) get
+    ``lr_scale = connector_lr / lr``, applied on top of the shared schedule in ``_steps``."""
+    if spec.connector_lr is None:
+        return [{"params": params, "lr_scale": 1.0}]
+    connector = [p for p in params if trainability.CONNECTOR_MARK in names[id(p)]]
+    rest = [p for p in params if trainability.CONNECTOR_MARK not in names[id(p)]]
+    groups = [{"params": connector, "lr_scale": spec.connector_lr / spec.lr}, {"params": rest, "lr_scale": 1.0}]
+    return [g for g in groups if g["params"]]
+
+
 def run_stages(stages: tuple[StageSpec, ...], ctx: RunContext, resume: dict[str, Any] | None,
                make_stage: Callable[[StageSpec, int], Stage], after_stage: Callable[[], None] | None = None) -> None:
     """Run a recipe's stages in order from ``resume``'s (stage_index, step, optimizer) if any; ``make_stage(spec,
@@ -197,7 +208,8 @@ def run_stage(stage: Stage, ctx: RunContext, *, start_step: int = 0,
     params = [p for p in stage.module.parameters() if p.requires_grad]
     if not params:
         raise TrainingError(f"stage '{spec.name}' has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(param_groups(spec, params, names), lr=spec.lr, weight_decay=spec.weight_decay,
+                                  betas=(0.9, 0.999))
     if optimizer_state is not None:
         checkpoint.restore_optimizer(optimizer, names, *optimizer_state)
     model: nn.Module = stage.module
@@ -222,7 +234,7 @@ def _steps(stage: Stage, ctx: RunContext, model: nn.Module, optimizer: torch.opt
         t0 = time.perf_counter()
         lr = lr_at(spec, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         terms, examples, tokens = _accumulate(model, spec, batches, dist)
         grad_norm = float(nn.utils.clip_grad_norm_(params, 1.0))
         optimizer.step()

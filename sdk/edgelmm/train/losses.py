@@ -16,6 +16,8 @@ LOSSES: dict[str, str] = {
     "attributes": "auxiliary cross-entropy of per-cell shape/colour/size heads and a digit head (labels of the "
                   "built-in datasets); a documented addition to SigLIP, see docs/training.md",
     "ce": "next-token cross-entropy on the labelled tokens only: the caption, or the answer (LLaVA masking)",
+    "ground": "word grounding of the connector: each visual token vs the LM's own input embedding of the words "
+              "that describe its cell (\"small red circle top left\", \"empty center\"), mean squared error",
     "itc": "ILM item-text contrastive: best-matching query output vs the text's [CLS] state, in-batch negatives",
     "itg": "ILM item-grounded generation: the Q-Former decodes the item's text from its queries (causal text mask)",
     "itm": "ILM item-text matching: binary match head on the queries after joint item+text attention",
@@ -73,6 +75,19 @@ def next_token_ce(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.
     if targets.numel() == 0:
         return hidden.sum() * 0.0  # keeps the graph (DDP) while contributing nothing
     return masked_ce(lm_head(hidden[mask]), targets)
+
+
+def word_grounding(tokens: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between visual tokens and word-embedding targets, in units of a token's mean square.
+
+    tokens, targets: float [B, T, H] (connector outputs and the targets at the LM's embedding scale); mask: bool
+    [B, T], which tokens have a target. The error is divided by the targets' mean square per dimension, so 1.0 is
+    "as far as predicting zero" and 0 is exact, whatever the LM's embedding scale. Zero when tokens == targets.
+    """
+    if not bool(mask.any()):
+        return tokens.sum() * 0.0
+    picked, goal = tokens[mask].float(), targets[mask].float()
+    return F.mse_loss(picked, goal) / goal.pow(2).mean().clamp_min(1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------------------

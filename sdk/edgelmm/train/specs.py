@@ -12,7 +12,7 @@ from edgelmm.errors import SpecError
 from edgelmm.specs import SPEC, Trainability
 
 COMPONENTS = ("vision_tower", "connector", "llm")
-FORMATS = ("contrastive", "caption", "qa", "item-text", "item-chat")
+FORMATS = ("contrastive", "ground", "caption", "qa", "item-text", "item-chat")
 """item-text / item-chat: the ilm recipe's phases (its Q-Former is the "vision_tower", its adaptor the "connector")."""
 
 
@@ -91,7 +91,8 @@ class StageSpec:
     losses: tuple[LossTerm, ...]
     data: tuple[DataSource, ...]
     format: str
-    """What the stage feeds the model: "contrastive" (image vs caption embeddings: the tower alone), "caption"
+    """What the stage feeds the model: "contrastive" (image vs caption embeddings: the tower alone), "ground"
+    (image -> per-visual-token word targets: tower + connector, no LM forward), "caption"
     (image -> caption, loss on the caption) or "qa" (image + question -> answer, loss on the answer only)."""
     steps: int
     """Optimizer steps (each of batch_size * grad_accum examples, over all processes)."""
@@ -104,14 +105,24 @@ class StageSpec:
     weight_decay: float = 0.0
     lora: LoraSpec | None = None
     """Required when a component trains with lora."""
+    connector_lr: float | None = None
+    """Peak learning rate of the LLaVA connector when it should differ from ``lr`` (same schedule): LLaVA-style
+    recipes give the small projector a higher rate than the LM's adapters (measured in docs/training.md)."""
+    turns: int = 1
+    """"qa" format: questions per image, as one multi-turn conversation (the example's question, then its
+    ``more``); each answer is labelled. More answers per LM forward: the image and prompt are paid for once."""
 
     def __post_init__(self) -> None:
         problems = []
         if self.format not in FORMATS:
             problems.append(f"format '{self.format}' is not valid; valid: {', '.join(FORMATS)}")
+        if self.turns < 1 or (self.turns > 1 and self.format != "qa"):
+            problems.append(f"turns must be >= 1, and > 1 only for format qa; got {self.turns} for {self.format}")
         if self.steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
             problems.append(f"need steps >= 0, batch_size >= 1, grad_accum >= 1; got {self.steps}, "
                             f"{self.batch_size}, {self.grad_accum}")
+        if self.connector_lr is not None and not self.connector_lr > 0:
+            problems.append(f"connector_lr must be > 0 when set; got {self.connector_lr}")
         if not self.lr > 0 or not 0 <= self.warmup < 1:
             problems.append(f"need lr > 0 and 0 <= warmup < 1; got {self.lr}, {self.warmup}")
         if self.trainability.uses_lora and self.lora is None:
@@ -134,9 +145,10 @@ class StageSpec:
         lines = [
             f"stage {self.name}",
             f"  train      {self.trainability}" + (f" (lora r={self.lora.r} alpha={self.lora.alpha})" if self.lora else ""),
-            f"  data       {self.format}: {mix}",
+            f"  data       {self.format}" + (f" ({self.turns} turns)" if self.turns > 1 else "") + f": {mix}",
             f"  loss       {losses}",
-            f"  schedule   {self.steps} steps x {self.batch_size} x {self.grad_accum} accum, lr {self.lr:g}, "
+            f"  schedule   {self.steps} steps x {self.batch_size} x {self.grad_accum} accum, lr {self.lr:g}"
+            + (f" (connector {self.connector_lr:g})" if self.connector_lr else "") + ", "
             f"warm-up {self.warmup:.0%}, cosine, weight decay {self.weight_decay:g}",
         ]
         return "\n".join(lines)

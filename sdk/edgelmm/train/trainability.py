@@ -16,6 +16,8 @@ from edgelmm.specs import Trainability
 from edgelmm.train.specs import ComponentTraining, LoraSpec
 
 LORA_MARK = ".lora_"
+CONNECTOR_MARK = "multi_modal_projector."
+"""In the name of every LLaVA connector parameter (``model.multi_modal_projector.*``)."""
 
 
 def components(model: nn.Module) -> dict[str, list[nn.Module]]:

@@ -41,6 +41,9 @@ class Example:
     regions: tuple[str, ...] = ()
     """Row-major GRID x GRID cells: the phrase of the object in each cell without its position ("a small red
     circle"), "" for an empty cell; () when the dataset has no layout (digits). Stage 0's regional positives."""
+    more: tuple[tuple[str, str, str], ...] = ()
+    """Further (question, answer, kind) about the same image: the later turns of a multi-turn conversation when a
+    "qa" stage asks for ``turns`` > 1 (LLaVA's instruction data asks several questions per image)."""
 
 
 class Dataset(Protocol):

@@ -45,13 +45,15 @@ class ChatCollator:
     """Builds LMBatches for one model: its tokenizer, chat template, image token and preprocessing."""
 
     def __init__(self, *, tokenizer: Any, chat_template: str, image_token: str, num_image_tokens: int,
-                 preprocess_spec: PreprocessSpec, end_of_turn: str = "<|im_end|>") -> None:
+                 preprocess_spec: PreprocessSpec, end_of_turn: str = "<|im_end|>", turn_glue: str = "\n") -> None:
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.image_token_id = int(tokenizer.convert_tokens_to_ids(image_token))
         self.num_image_tokens = num_image_tokens
         self.preprocess_spec = preprocess_spec
         self.end_ids = tokenizer(end_of_turn, add_special_tokens=False)["input_ids"]
+        self.turn_glue = turn_glue
+        """What the chat template writes between an answer's end-of-turn and the next turn (ChatML: a newline)."""
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0])
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - questions repeat; the collator lives as long as its run
@@ -71,13 +73,33 @@ class ChatCollator:
     def target_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] + list(self.end_ids)
 
-    def __call__(self, examples: Sequence[Example], fmt: str) -> LMBatch:
-        """``fmt`` "qa": prompt = the question, target = the answer; "caption": the caption prompt and caption."""
-        rows = []
-        for ex in examples:
-            prompt, target = (ex.question, ex.answer) if fmt == "qa" else (CAPTION_PROMPT, ex.caption)
-            p, t = list(self.prompt_ids(prompt)), self.target_ids(target)
-            rows.append((p + t, [IGNORE] * len(p) + t))
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - as prompt_ids
+    def next_turn_ids(self, text: str) -> tuple[int, ...]:
+        """A later user turn (text only) and the generation prompt, glued after the previous answer's end-of-turn."""
+        rendered = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": [{"type": "text", "text": text}]}], chat_template=self.chat_template,
+            add_generation_prompt=True, tokenize=False)
+        return tuple(self.tokenizer(self.turn_glue + rendered, add_special_tokens=False)["input_ids"])
+
+    def conversation(self, example: Example, fmt: str, turns: int = 1) -> tuple[list[int], list[int]]:
+        """(input ids, labels) of one example: the image and the first question (or the caption prompt), then up to
+        ``turns`` - 1 of ``example.more`` as later turns; labels hold only the answers and their end-of-turn."""
+        if fmt != "qa":
+            p, t = list(self.prompt_ids(CAPTION_PROMPT)), self.target_ids(example.caption)
+            return p + t, [IGNORE] * len(p) + t
+        ids: list[int] = []
+        labels: list[int] = []
+        for k, (question, answer, *_) in enumerate([(example.question, example.answer), *example.more][:turns]):
+            p = list(self.prompt_ids(question) if k == 0 else self.next_turn_ids(question))
+            t = self.target_ids(answer)
+            ids += p + t
+            labels += [IGNORE] * len(p) + t
+        return ids, labels
+
+    def __call__(self, examples: Sequence[Example], fmt: str, turns: int = 1) -> LMBatch:
+        """``fmt`` "qa": prompt = the question, target = the answer (``turns`` > 1: a conversation of up to that many
+        questions about the image); "caption": the caption prompt and caption."""
+        rows = [self.conversation(ex, fmt, turns) for ex in examples]
         width = max(len(ids) for ids, _ in rows)
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         labels = np.full((len(rows), width), IGNORE, dtype=np.int64)
@@ -132,6 +154,58 @@ def contrastive_batch(examples: Sequence[Example], spec: PreprocessSpec, encode:
                                  else [(IGNORE, IGNORE, IGNORE)] * (GRID * GRID) for ex in examples], dtype=torch.long),
         digits=torch.tensor([int(ex.answer) if ex.kind == "digit" else IGNORE for ex in examples], dtype=torch.long),
     )
+
+
+@dataclasses.dataclass(slots=True)
+class GroundBatch:
+    """The ``ground`` format. pixel_values float32 [B, 3, H, W]; word_ids int64 [B, T, L]: LM token ids of the words
+    each visual token should say (T = GRID * GRID cells, row-major like the patches; padded with IGNORE);
+    pooled_ids int64 [B, L]: words for the mean of an image's tokens (digits: the digit), all IGNORE when none."""
+
+    pixel_values: torch.Tensor
+    word_ids: torch.Tensor
+    pooled_ids: torch.Tensor
+
+    def to(self, device: torch.device | str) -> GroundBatch:
+        return GroundBatch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+    @property
+    def size(self) -> int:
+        return int(self.pixel_values.shape[0])
+
+
+def cell_words(example: Example) -> list[str]:
+    """What each grid cell's visual token should say: "small red circle top left" / "empty center"; [] for
+    images without a layout."""
+    from edgelmm.train.data.base import GRID
+    from edgelmm.train.data.shapes import POSITIONS
+
+    if not example.regions:
+        return []
+    return [f"{cell.split(' ', 1)[1] if cell else 'empty'} {POSITIONS[i // GRID][i % GRID]}"
+            for i, cell in enumerate(example.regions)]
+
+
+def ground_batch(examples: Sequence[Example], spec: PreprocessSpec, tokenizer: Any) -> GroundBatch:
+    """Examples -> GroundBatch. Words are tokenized with a leading space (as they appear mid-sentence)."""
+    from edgelmm.train.data.base import GRID
+
+    cells = GRID * GRID
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+
+    per_token = [[ids(w) for w in cell_words(ex)] or [[]] * cells for ex in examples]
+    pooled = [ids(ex.answer) if ex.kind == "digit" else [] for ex in examples]
+    width = max(1, *(len(i) for rows in per_token for i in rows), *(len(i) for i in pooled))
+    word_ids = np.full((len(examples), cells, width), IGNORE, dtype=np.int64)
+    pooled_ids = np.full((len(examples), width), IGNORE, dtype=np.int64)
+    for b, (rows, pool) in enumerate(zip(per_token, pooled)):
+        for t, row in enumerate(rows):
+            word_ids[b, t, : len(row)] = row
+        pooled_ids[b, : len(pool)] = pool
+    return GroundBatch(pixel_values=torch.from_numpy(preprocess([ex.image for ex in examples], spec)),
+                       word_ids=torch.from_numpy(word_ids), pooled_ids=torch.from_numpy(pooled_ids))
 
 
 def _attributes(cell: str) -> tuple[int, int, int]:

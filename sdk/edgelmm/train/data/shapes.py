@@ -48,6 +48,8 @@ QUESTION_KINDS = ("colour", "shape", "count", "exist", "position", "relation")
 CANVAS = 96
 """Scenes are drawn at 96x96 (then resized by the model's preprocessing)."""
 COLOUR_JITTER = 18
+EXTRA_QUESTIONS = 3
+"""Questions per scene beyond the first (``Example.more``): the later turns of multi-turn training conversations."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,7 +96,8 @@ class Scene:
 class ShapesDataset:
     """Scenes with captions and one question each; ``compositional`` gives the held-out-pairs split."""
 
-    version = "shapes-v1"
+    version = "shapes-v2"
+    """v2 adds ``more`` (EXTRA_QUESTIONS further questions, drawn after the image); every v1 field is unchanged."""
 
     def __init__(self, *, compositional: bool = False) -> None:
         self.compositional = compositional
@@ -106,14 +109,17 @@ class ShapesDataset:
         rng = np.random.default_rng([seed_for(split, index, self.splits), self._salt])
         scene = sample_scene(rng, compositional=self.compositional)
         question, answer, kind = sample_question(rng, scene, focus_held_out=self.compositional)
+        image = render(scene, rng)
+        more = tuple(sample_question(rng, scene, focus_held_out=self.compositional) for _ in range(EXTRA_QUESTIONS))
         return Example(
-            image=render(scene, rng),
+            image=image,
             caption=scene.caption(),
             phrases=scene.phrases(),
             regions=scene.regions(),
             question=question,
             answer=answer,
             kind=kind,
+            more=more,
         )
 
 
