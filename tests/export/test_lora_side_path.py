@@ -93,7 +93,9 @@ def test_int4_matmuls_hold_the_base_weights_and_the_side_path_stays_float(base_a
     assert side_q == plain_q  # quantized exactly as the base model without LoRA is
     assert any(merged_q[k] != plain_q[k] for k in plain_q if "qkv_proj" in k)
     ops = [n.op_type for n in side.graph.node if LORA_TAG in n.name]
-    assert sorted(ops) == ["Add"] * 4 * 2 + ["MatMul"] * 2 * 4 * 2  # (A, B, Add) x (qkv, o, gate|up, down) x 2
+    # (A, B, Sum) x (qkv, o, gate|up, down) x 2: each Sum adds base, zero-point correction and delta in one node
+    assert sorted(ops) == ["MatMul"] * 2 * 4 * 2 + ["Sum"] * 4 * 2
+    assert len(side.graph.node) == len(plain.graph.node) + 2 * 4 * 2  # the side path costs two MatMuls per projection
     lora_nodes = [n for n in side.graph.node if LORA_TAG in n.name and n.op_type == "MatMul"]
     side_init = {t.name: t for t in side.graph.initializer}
     assert all(side_init[n.input[1]].data_type == TensorProto.FLOAT for n in lora_nodes)

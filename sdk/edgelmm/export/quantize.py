@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from edgelmm.errors import SpecError
-from edgelmm.export.lora_graph import side_path_nodes
+from edgelmm.export.lora_graph import fuse_with_corrections, side_path_nodes
 from edgelmm.specs import SPEC, GraphRole, Precision
 
 WEIGHT_ONLY_BITS = {Precision.INT4: 4, Precision.W8: 8}
@@ -254,6 +254,8 @@ def quantize_decoder(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto
         w8 = dataclasses.replace(spec, precision=Precision.W8, method="rtn", symmetric=True)
         others = [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.name not in corrections]
         proto = _matmul_nbits(proto, w8, ("MatMul",), others)  # (an fp32 LM head stays fp32)
+        if side:
+            fuse_with_corrections(proto.graph, CORRECTION_SUFFIX + "_add")
     return proto
 
 
