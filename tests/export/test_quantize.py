@@ -69,7 +69,8 @@ def test_integer_zero_points_run_at_accuracy_level_4():
 
 def test_int4_method_auto_is_rtn_for_fine_tuned_lms(tiny_llava):
     """Min-max int4 matches SmolLM2's Q4_1 grid and rounds merged LoRA deltas away (docs/training.md): auto picks
-    rtn for a fine-tuned LM and minmax for a registry LM's own weights; an explicit method is kept."""
+    rtn for a fine-tuned LM without unmerged LoRA (a trained student; LoRA models get the side path instead,
+    test_lora_side_path.py) and minmax for a registry LM's own weights; an explicit method is kept."""
     import dataclasses
 
     from edgelmm.export.exporter import ExportOptions

@@ -6,6 +6,7 @@ examples:
   edgelmm export --model smol-vqa --out bundles/smol-vqa
   edgelmm export --model ./my-llava-dir --out bundles/my-llava --precision fp32 --force
   edgelmm export --model smollm2-135m --out bundles/smollm2-int4 --precision int4
+  edgelmm export --model smol-vqa --out bundles/smol-vqa-int4 --precision int4   # LoRA as a float side path
   edgelmm export --model runs/ilm/model --out bundles/smol-ilm   # an ilm model: + item_encoder.onnx + CF table
   edgelmm export --recipe export/smol-vqa/arm64-int4.yaml --out bundles/smol-vqa-int4
   edgelmm export --recipe smol-vqa/qnn-a16w8 --model runs/imp/model --out bundles/qnn   # another model dir
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int4/w8: MatMulNBits compute, 4 = int8 activations (default), 0 = fp32")
     p.add_argument("--quant-method", default=None, choices=("rtn", "minmax", "minmax-float", "hqq"),
                    help="int4: how block scales are chosen (see docs/performance.md)")
+    p.add_argument("--lora", default="auto", choices=("auto", "merged", "side-path"),
+                   help="a LoRA-trained LM (smol-vqa): auto (default) keeps the LoRA as a float side path beside int4/w8"
+                        " base weights and merges it otherwise; merged: into the weights before quantizing")
     p.add_argument("--max-context", type=int, default=None, help="max prompt + generated tokens (default: model's)")
     p.add_argument("--image-size", default=None, metavar="N|HxW",
                    help="image size a fixed-grid family (Qwen2-VL) is exported for (default: its 448 px grid)")
@@ -105,7 +109,7 @@ def main(argv: Sequence[str]) -> int:
     if "method" in tuning:
         tuning["quant_method"] = tuning.pop("method")
     options = ExportOptions(precision=precision, max_context=args.max_context, decoder_graph=args.decoder_graph,
-                            **tuning)
+                            lora=args.lora, **tuning)
     started = time.perf_counter()
     log = lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     from edgelmm.models.item_encoder import is_item_lm_dir
@@ -163,7 +167,7 @@ def _export_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
     options = ExportOptions(graphs=recipe.graphs, budget=recipe.budget, max_context=recipe.max_context,
                             decoder_graph=args.decoder_graph, check_tokens=recipe.validation.tokens,
-                            static_shapes=recipe.static_shapes, recipe=recipe.name)
+                            static_shapes=recipe.static_shapes, recipe=recipe.name, lora=args.lora)
     calibration = recipe.calibration
     samples = (export_checks.calibration_samples(calibration.dataset, calibration.split, calibration.samples)
                if calibration is not None and recipe.graphs.static else [])

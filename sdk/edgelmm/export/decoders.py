@@ -27,12 +27,14 @@ class DecoderBuilder:
     """"module:function" (model, max_length) -> (onnx.ModelProto, KVCacheSpec), fp32."""
     unsupported: str
     """"module:function" (model) -> why this config cannot be built, or None."""
+    lora_side_path: bool = False
+    """``build`` takes ``lora=`` (LoadedModel.lora): base weights plus float LoRA side paths (export/lora_graph.py)."""
 
 
 DECODER_BUILDERS: dict[str, DecoderBuilder] = {
     # LlamaForCausalLM (SmolLM2, TinyLlama, Llama 2/3...) and the Llama inside LlavaForConditionalGeneration.
     "llama": DecoderBuilder(model_type="llama", build="edgelmm.export.llama_graph:build_llama_decoder",
-                            unsupported="edgelmm.export.llama_graph:unsupported_reason"),
+                            unsupported="edgelmm.export.llama_graph:unsupported_reason", lora_side_path=True),
 }
 
 
@@ -60,5 +62,30 @@ def select_builder(model: Any, mode: str) -> tuple[DecoderBuilder | None, str]:
     return None, f"generic torch.onnx export: {reason}"
 
 
-def build_decoder(builder: DecoderBuilder, model: Any, max_length: int) -> tuple[Any, Any]:
-    return _resolve(builder.build)(model, max_length)
+def build_decoder(builder: DecoderBuilder, model: Any, max_length: int, lora: Any = None) -> tuple[Any, Any]:
+    """(fp32 graph, KVCacheSpec); ``lora`` (LoadedModel.lora, builders with ``lora_side_path`` only): base weights
+    with LoRA side paths instead of ``model``'s merged weights."""
+    if lora is None:
+        return _resolve(builder.build)(model, max_length)
+    if not builder.lora_side_path:
+        raise SpecError(f"the {builder.model_type} decoder builder has no LoRA side path; export LoRA merged")
+    return _resolve(builder.build)(model, max_length, lora=lora)
+
+
+LORA_FORMS = ("auto", "merged", "side-path")
+"""How an export carries the LM's unmerged LoRA (LoadedModel.lora): auto (a side path for int4 / w8 decoders where
+possible, merged otherwise), merged (into the weights, then quantized), side-path (float beside the base weights)."""
+
+
+def side_path_problem(loaded: Any, mode: str, *, static_shapes: bool, static_qdq: bool) -> str | None:
+    """Why ``loaded``'s LoRA cannot be exported as a side path under decoder graph ``mode``, or None when it can."""
+    if loaded.lora is None:
+        return "the model has no unmerged LoRA (no LoRA, or a fully trained LM)"
+    if static_shapes or static_qdq:
+        return "static-shape and static QDQ decoders take merged weights"
+    if loaded.positions.rows != 1:
+        return f"the generic torch.onnx decoder ({loaded.positions.scheme} positions) has no side path"
+    builder, how = select_builder(loaded.model, mode)
+    if builder is None or not builder.lora_side_path:
+        return f"the decoder has no side path ({how})"
+    return None

@@ -18,7 +18,8 @@ from edgelmm import __version__
 from edgelmm.errors import ExportError, SpecError
 from edgelmm.export import validate
 from edgelmm.export.bundle import check_output, save_graph, stage_manifest, write_bundle
-from edgelmm.export.decoders import DECODER_GRAPHS, build_decoder, select_builder
+from edgelmm.export.decoders import DECODER_GRAPHS, LORA_FORMS, build_decoder, select_builder, side_path_problem
+from edgelmm.export import lora_graph
 from edgelmm.export import accuracy as acc
 from edgelmm.export.qdq import Sample, calibration_feeds, quantize_static_qdq
 from edgelmm.export.quantize import (
@@ -89,7 +90,7 @@ class ExportOptions:
     """int4 / w8 only: MatMulNBits compute type (4 = int8 activations, 0 = fp32)."""
     quant_method: str = AUTO_METHOD
     """int4 only: rtn | minmax | minmax-float | hqq (see QuantSpec.method), or auto: minmax for a registry LM's own
-    weights, rtn for a fine-tuned one (``resolved``)."""
+    weights (a LoRA side path's base included), rtn for a fine-tuned one with merged deltas (``resolved``)."""
     graphs: GraphPrecisions | None = None
     """One QuantSpec per graph (export recipes); replaces precision / block_size / accuracy_level / quant_method."""
     budget: VisualBudget = VisualBudget()
@@ -101,24 +102,46 @@ class ExportOptions:
     check_tokens: int = 256
     """Tokens of the fixed text the finished bundle's decoder is teacher-forced over (agreement with fp32 torch);
     0 skips the check."""
+    lora: str = "auto"
+    """auto | merged | side-path (export.decoders.LORA_FORMS): how the LM's unmerged LoRA (LoadedModel.lora) is
+    exported; auto gives int4 / w8 decoders the float side path (``resolved``)."""
 
     def __post_init__(self) -> None:
         if self.decoder_graph not in DECODER_GRAPHS:
             raise SpecError(f"decoder graph '{self.decoder_graph}' is not valid; valid: {', '.join(DECODER_GRAPHS)}")
+        if self.lora not in LORA_FORMS:
+            raise SpecError(f"lora '{self.lora}' is not valid; valid: {', '.join(LORA_FORMS)}")
 
     def resolved(self, loaded: LoadedModel) -> ExportOptions:
-        """``quant_method`` auto -> a real method. Measured on the trained smol-vqa (docs/training.md): minmax, matched
-        to SmolLM2's Q4_1 grid, rounds the merged LoRA deltas back onto it (shapes 3.5% vs fp32 46%); rtn keeps them
-        (42%). For SmolLM2's own weights minmax agrees best with fp32 (0.93 vs 0.73 top-1, docs/performance.md)."""
-        decoder = self.graphs.decoder if self.graphs is not None else None
+        """``lora`` and ``quant_method`` auto -> real choices. Measured on the trained smol-vqa (docs/training.md):
+        merged LoRA deltas are far below one int4 step, so minmax (matched to SmolLM2's Q4_1 grid) rounds them back
+        onto it (shapes 3.5% vs fp32 46%) and rtn keeps part of them (42%). With the LoRA as a float side path the
+        quantized weights are the base LM's own, where minmax agrees best with fp32 (0.93 vs 0.73 top-1 on SmolLM2,
+        docs/performance.md): int4 and w8 decoders get it by default."""
+        if self._side_path(loaded):
+            method = DEFAULT_METHOD if self.quant_method == AUTO_METHOD else self.quant_method
+            return dataclasses.replace(self, lora="side-path", quant_method=method)
+        options = dataclasses.replace(self, lora="merged")
+        decoder = options.graphs.decoder if options.graphs is not None else None
         minmax = decoder is not None and decoder.precision is Precision.INT4 and decoder.method == "minmax"
         if minmax and loaded.lm_trained:
             # A preset's min-max (arm64-int4) exists for the Q4_1 grid of SmolLM2's own weights only.
-            graphs = dataclasses.replace(self.graphs, decoder=dataclasses.replace(decoder, method="rtn"))
-            return dataclasses.replace(self, graphs=graphs)
-        if self.quant_method != AUTO_METHOD:
-            return self
-        return dataclasses.replace(self, quant_method="rtn" if loaded.lm_trained else DEFAULT_METHOD)
+            graphs = dataclasses.replace(options.graphs, decoder=dataclasses.replace(decoder, method="rtn"))
+            return dataclasses.replace(options, graphs=graphs)
+        if options.quant_method != AUTO_METHOD:
+            return options
+        return dataclasses.replace(options, quant_method="rtn" if loaded.lm_trained else DEFAULT_METHOD)
+
+    def _side_path(self, loaded: LoadedModel) -> bool:
+        """Whether the decoder carries the LoRA as a side path; ``lora: side-path`` that cannot be raises."""
+        precision = self.graphs.decoder.precision if self.graphs is not None else self.precision
+        if self.lora == "merged" or (self.lora == "auto" and precision not in (Precision.INT4, Precision.W8)):
+            return False
+        problem = side_path_problem(loaded, self.decoder_graph, static_shapes=self.static_shapes,
+                                    static_qdq=precision in (Precision.A8W8, Precision.A16W8))
+        if problem and self.lora == "side-path":
+            raise SpecError(f"LoRA cannot be exported as a side path: {problem}")
+        return problem is None
 
     def quant_spec(self, role: GraphRole) -> QuantSpec:
         """The quantization of one graph: ``graphs``' when given, else ``precision`` for the text graphs."""
@@ -314,8 +337,11 @@ def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, 
     if options.static_shapes:
         return _export_static_decoder(model, reference, embedding, tmp, options, max_context, now, spec, log)
     log(f"exporting decoder ({how}, {spec.precision})...")
+    lora = loaded.lora if options.lora == "side-path" else None
+    lora_record = {"form": "merged"} if loaded.lora is not None else {}
     if builder is not None:
-        proto, kv = build_decoder(builder, model, max_context)
+        proto, kv = build_decoder(builder, model, max_context, lora)
+        lora_record = lora_graph.record(lora, proto) if lora is not None else lora_record
         save_graph(quantize_decoder(proto, now), path)
         del proto
 
@@ -335,7 +361,8 @@ def _export_decoder(loaded: LoadedModel, model: Any, embedding: TokenEmbedding, 
                 return validate.validate_decoder(p, reference, embedding, kv, vocab, tol, io_spec.input_names, rows)
     cases = check(path, validate.tolerance(now.precision, GraphRole.DECODER))
     graph = _graph_spec(path, tmp, options, now)
-    graph = dataclasses.replace(graph, options={**graph.options, "graph": how})
+    lora_option = {"lora": lora_record} if lora_record else {}  # what the side path is, for users to see
+    graph = dataclasses.replace(graph, options={**graph.options, "graph": how, **lora_option})
     return kv, graph, cases, check
 
 

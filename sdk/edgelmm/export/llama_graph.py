@@ -15,6 +15,9 @@ rows (no concatenation, no copy of the past). Positions and lengths come from ``
 (``seqlens_k = sum(mask) - 1``, ``total = mask.shape[1]``); rotary uses cos/sin caches computed by the model's
 own rotary module (so rope scaling variants are whatever transformers computes). ``logits_to_keep`` (int64
 scalar) keeps the last K positions before the LM head (0 keeps all: validation and teacher forcing).
+
+Given the LM's LoRA unmerged (``LoadedModel.lora``), each projection MatMul holds the base weight and gets a float
+side path beside it (export/lora_graph.py): qkv, o, gate|up and down, three more nodes each.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from edgelmm.export.lora_graph import add_side_path, fused_factors
+from edgelmm.models.loaded import LoraAdapters
 from edgelmm.runtime.manifest import KVCacheSpec
 
 MS_DOMAIN = "com.microsoft"
@@ -129,14 +134,33 @@ def _t(weight: torch.Tensor) -> np.ndarray:
     return weight.detach().float().numpy().T
 
 
-def build_llama_decoder(model: Any, max_length: int) -> tuple[onnx.ModelProto, KVCacheSpec]:
+class _Weights:
+    """Where projection weights come from: the model's Linears, or their base weights + LoRA side paths."""
+
+    def __init__(self, model: Any, lora: LoraAdapters | None) -> None:
+        self.lora = lora
+        self.paths = {module: name for name, module in model.named_modules()} if lora else {}
+
+    def projection(self, g: _Graph, prefix: str, x: str, linears: list[Any]) -> str:
+        """x [B, S, in] @ the Linears' weights side by side [in, Σout] (+ their LoRA side path); the output name."""
+        paths = [self.paths.get(linear, "") for linear in linears]
+        base = self.lora.base if self.lora else {}
+        weight = np.concatenate([_t(base.get(p, lin.weight)) for p, lin in zip(paths, linears)], axis=1)
+        out = g.node("MatMul", [x, g.init(f"{prefix}/weight", weight)], 1, f"{prefix}/MatMul")[0]
+        factors = fused_factors(self.lora, paths, [lin.out_features for lin in linears]) if self.lora else None
+        return out if factors is None else add_side_path(g, prefix, x, out, *factors)
+
+
+def build_llama_decoder(model: Any, max_length: int, lora: LoraAdapters | None = None
+                        ) -> tuple[onnx.ModelProto, KVCacheSpec]:
     """The fp32 decoder graph of ``model``'s Llama text decoder and its KV-cache spec.
 
     Inputs: inputs_embeds float32 [B, S, hidden]; attention_mask int64 [B, past + S] (1 = real token; right-aligned
     rows only, no left padding); past_key_values.{i}.key/value float32 [B, kv_heads, max_cache, head_dim] (a shared
     buffer; rows past ``past`` are ignored); logits_to_keep int64 [] (0 = all). Outputs: logits float32
     [B, K or S, vocab]; present.{i}.key/value float32 [B, kv_heads, max_cache, head_dim] (same shape as past: bind
-    the same memory). ``max_length`` bounds positions (size of the cos/sin caches).
+    the same memory). ``max_length`` bounds positions (size of the cos/sin caches). ``lora``: build the projections
+    from its base weights with LoRA side paths (``model`` then holds the merged weights, used for nothing else).
     """
     geo = geometry(model)
     lm = _language_model(model)
@@ -147,9 +171,9 @@ def build_llama_decoder(model: Any, max_length: int) -> tuple[onnx.ModelProto, K
     g.init("/decoder/rotary/cos_cache", cos)
     g.init("/decoder/rotary/sin_cache", sin)
 
-    previous, residual = "inputs_embeds", None
+    previous, residual, weights = "inputs_embeds", None, _Weights(model, lora)
     for i, layer in enumerate(lm.layers):
-        previous, residual = _layer(g, geo, kv, i, layer, previous, residual)
+        previous, residual = _layer(g, geo, kv, i, layer, previous, residual, weights)
     final = "/decoder/norm"
     normed = _skip_norm(g, final, previous, residual, lm.norm.weight, geo.eps)[0]
     starts = g.node("Neg", ["logits_to_keep_1d"], 1, "/decoder/lm_head/Neg")[0]
@@ -207,13 +231,12 @@ def _skip_norm(g: _Graph, prefix: str, x: str, residual: str | None, weight: tor
 
 
 def _layer(g: _Graph, geo: LlamaGeometry, kv: KVCacheSpec, i: int, layer: Any, x: str,
-           residual: str | None) -> tuple[str, str]:
+           residual: str | None, weights: _Weights) -> tuple[str, str]:
     """One transformer block; returns (block output before the residual add, residual stream)."""
     p = f"/decoder/layers.{i}"
     attn, mlp = layer.self_attn, layer.mlp
     normed, residual = _skip_norm(g, f"{p}/input_layernorm", x, residual, layer.input_layernorm.weight, geo.eps)
-    qkv_w = np.concatenate([_t(attn.q_proj.weight), _t(attn.k_proj.weight), _t(attn.v_proj.weight)], axis=1)
-    qkv = g.node("MatMul", [normed, g.init(f"{p}/attn/qkv_proj/weight", qkv_w)], 1, f"{p}/attn/qkv_proj/MatMul")[0]
+    qkv = weights.projection(g, f"{p}/attn/qkv_proj", normed, [attn.q_proj, attn.k_proj, attn.v_proj])
     names = [kv.past_key.format(layer=i), kv.past_value.format(layer=i)]
     presents = [kv.present_key.format(layer=i), kv.present_value.format(layer=i)]
     out = g.node(
@@ -225,17 +248,13 @@ def _layer(g: _Graph, geo: LlamaGeometry, kv: KVCacheSpec, i: int, layer: Any, x
         num_heads=geo.heads, kv_num_heads=geo.kv_heads, do_rotary=1, rotary_interleaved=0,
         scale=float(getattr(attn, "scaling", geo.head_dim**-0.5)),
     )[0]
-    o = g.node("MatMul", [out, g.init(f"{p}/attn/o_proj/weight", _t(attn.o_proj.weight))], 1,
-               f"{p}/attn/o_proj/MatMul")[0]
+    o = weights.projection(g, f"{p}/attn/o_proj", out, [attn.o_proj])
     normed, residual = _skip_norm(g, f"{p}/post_attention_layernorm", o, residual,
                                   layer.post_attention_layernorm.weight, geo.eps)
-    gate_up_w = np.concatenate([_t(mlp.gate_proj.weight), _t(mlp.up_proj.weight)], axis=1)
-    gate_up = g.node("MatMul", [normed, g.init(f"{p}/mlp/gate_up_proj/weight", gate_up_w)], 1,
-                     f"{p}/mlp/gate_up_proj/MatMul")[0]
+    gate_up = weights.projection(g, f"{p}/mlp/gate_up_proj", normed, [mlp.gate_proj, mlp.up_proj])
     gate, up = g.node("Split", [gate_up], 2, f"{p}/mlp/Split", axis=-1, num_outputs=2)
     sig = g.node("Sigmoid", [gate], 1, f"{p}/mlp/act/Sigmoid")[0]
     silu = g.node("Mul", [gate, sig], 1, f"{p}/mlp/act/Mul")[0]
     hidden = g.node("Mul", [silu, up], 1, f"{p}/mlp/Mul")[0]
-    down = g.node("MatMul", [hidden, g.init(f"{p}/mlp/down_proj/weight", _t(mlp.down_proj.weight))], 1,
-                  f"{p}/mlp/down_proj/MatMul")[0]
+    down = weights.projection(g, f"{p}/mlp/down_proj", hidden, [mlp.down_proj])
     return down, residual

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from edgelmm.errors import SpecError
+from edgelmm.export.lora_graph import fuse_with_corrections, side_path_nodes
 from edgelmm.specs import SPEC, GraphRole, Precision
 
 WEIGHT_ONLY_BITS = {Precision.INT4: 4, Precision.W8: 8}
@@ -230,19 +231,22 @@ CORRECTION_SUFFIX = "_zp_correction"
 
 def quantize_decoder(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto:
     """Quantize every MatMul with a constant weight, the LM head at ``spec.lm_head_bits``; fp32 returns ``proto``.
+    LoRA side-path MatMuls (export/lora_graph.py) stay float32: their deltas are what quantization would lose.
 
     onnxruntime's quantizer rewrites ``proto`` in place: pass a copy if the fp32 graph is still needed."""
     if spec.precision is Precision.FP32:
         return proto
     if spec.static:
         raise SpecError(f"{spec.precision} is static QDQ: quantize with export.qdq after calibration")
+    side = side_path_nodes(proto.graph.node)
     if spec.precision is Precision.INT8:
-        return _dynamic_int8(proto, [] if spec.lm_head_bits else [LM_HEAD_NODE])
+        return _dynamic_int8(proto, side + ([] if spec.lm_head_bits else [LM_HEAD_NODE]))
     head_bits = spec.lm_head_bits if spec.lm_head_bits != WEIGHT_ONLY_BITS[spec.precision] else None
-    proto = _matmul_nbits(proto, spec, ("MatMul",), [LM_HEAD_NODE] if head_bits is not None else [])
+    proto = _matmul_nbits(proto, spec, ("MatMul",), side + ([LM_HEAD_NODE] if head_bits is not None else []))
     if head_bits:  # a second pass for the head alone, round to nearest at its own width
         head = dataclasses.replace(spec, precision=Precision.W8 if head_bits == 8 else Precision.INT4, method="rtn")
-        proto = _matmul_nbits(proto, head, ("MatMul",), [], include=[LM_HEAD_NODE])
+        # nodes_to_include does not restrict onnxruntime's quantizer to those nodes: exclude the side path again
+        proto = _matmul_nbits(proto, head, ("MatMul",), side, include=[LM_HEAD_NODE])
     if spec.weight_method == "minmax":
         corrections = _integer_zero_points(proto.graph)
         # 8-bit MatMulNBits run the small correction MatMuls faster than fp32 MatMul (~10% of decode speed
@@ -250,6 +254,8 @@ def quantize_decoder(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto
         w8 = dataclasses.replace(spec, precision=Precision.W8, method="rtn", symmetric=True)
         others = [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.name not in corrections]
         proto = _matmul_nbits(proto, w8, ("MatMul",), others)  # (an fp32 LM head stays fp32)
+        if side:
+            fuse_with_corrections(proto.graph, CORRECTION_SUFFIX + "_add")
     return proto
 
 

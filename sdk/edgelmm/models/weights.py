@@ -11,6 +11,9 @@ A weights directory (what ``edgelmm train`` writes as ``<out>/model`` and what s
 
 Loading assembles the LLaVA from the base LM and the vision config, loads tower and connector, and merges each
 LoRA delta into its Linear (W += alpha / r * B @ A), so the result is a plain ``LlavaForConditionalGeneration``.
+When the LM is the registry LM plus LoRA (no full LM tensors, no ``lm_layers``), ``LoadedModel.lora`` also keeps
+the LoRA tensors and the unmerged base weights: quantized exports run the LoRA as a float side path beside the
+quantized base weights instead of rounding the merged deltas away (export/lora_graph.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from safetensors.torch import load_file
 from transformers import SiglipVisionConfig
 
 from edgelmm.errors import BundleError
-from edgelmm.models.loaded import LoadedModel
+from edgelmm.models.loaded import LoadedModel, LoraAdapters
 
 FORMAT = "edgelmm-lmm-weights"
 SCHEMA_VERSION = 1
@@ -74,16 +77,38 @@ def load_weights(directory: str | Path, *, name: str | None = None) -> LoadedMod
         if lm_missing:
             raise BundleError(f"'{directory}' holds a partial LM: {len(lm_missing)} tensors missing, e.g. {lm_missing[0]}")
     model.load_state_dict(trained | lm_tensors, strict=False)
-    lora = meta.get("lora")
-    if lora:
-        merge_lora(model, tensors, scale=float(lora["alpha"]) / float(lora["r"]))
-    model.eval()
     import dataclasses
 
+    lora = meta.get("lora")
+    if lora:  # the base LM is the registry's only without full LM tensors and without truncation
+        keep = not lm_tensors and not meta.get("lm_layers")
+        loaded = attach_lora(loaded, tensors, scale=float(lora["alpha"]) / float(lora["r"]), keep=keep)
+    model.eval()
     loaded = dataclasses.replace(loaded, lm_trained=bool(lm_tensors or lora), weights_dir=directory)
     if meta.get("tools"):  # a tool-selection model: its choice set travels to the bundle's manifest
         loaded = dataclasses.replace(loaded, tools=tuple(meta["tools"]))
     return loaded
+
+
+def attach_lora(loaded: LoadedModel, tensors: dict[str, torch.Tensor], *, scale: float,
+                keep: bool = True) -> LoadedModel:
+    """Merge the LoRA in ``tensors`` into ``loaded.model`` (in place) and, with ``keep``, record it unmerged.
+
+    ``tensors``: ``<linear path>.lora_A`` [r, in] / ``.lora_B`` [out, r] (other keys are ignored). Returns the model
+    with ``lm_trained`` set and ``lora`` holding A, B, the scale and a copy of each adapted base weight."""
+    import dataclasses
+
+    pairs = {k[: -len(".lora_A")]: (v.float(), tensors.get(k[: -len(".lora_A")] + ".lora_B"))
+             for k, v in tensors.items() if k.endswith(".lora_A")}
+    adapters = None
+    if keep and pairs:
+        modules = dict(loaded.model.named_modules())
+        base = {p: modules[p].weight.detach().clone() for p in pairs
+                if isinstance(modules.get(p), torch.nn.Linear)}  # merge_lora below rejects the others
+        adapters = LoraAdapters(scale=scale, a={p: a for p, (a, _) in pairs.items()},
+                                b={p: b.float() for p, (_, b) in pairs.items() if b is not None}, base=base)
+    merge_lora(loaded.model, tensors, scale=scale)
+    return dataclasses.replace(loaded, lm_trained=loaded.lm_trained or bool(pairs), lora=adapters)
 
 
 @torch.no_grad()
