@@ -103,14 +103,15 @@ def sample_images() -> list[Image.Image]:
     return [draw_scene(0), photo, digit]
 
 
-def tiny_recipe(steps=(3, 2, 3)) -> dict:
+def tiny_recipe(steps=(3, 2, 2, 3)) -> dict:
     """The imp recipe on tiny-random (hidden 32): every stage and format, a few steps each, as a config dict."""
     from edgelmm.specs import to_dict
     from edgelmm.train.imp_presets import full
 
     spec = to_dict(full())
     spec["base_model"] = "tiny-random"
-    for stage, n, batch in zip(spec["stages"], steps, (8, 4, 4)):
+    assert len(spec["stages"]) == len(steps), "one step count per stage of the imp recipe"
+    for stage, n, batch in zip(spec["stages"], steps, (8, 8, 4, 4)):
         stage["steps"], stage["batch_size"] = n, batch
     spec["evals"] = [{"task": "digits", "split": "val", "n": 6}]
     return spec

@@ -24,7 +24,7 @@ def test_quick_recipe_loss_falls_and_beats_the_blind_baseline(tmp_path):
     records = read_log(out / "log.jsonl")
     # Last quarter vs first quarter of each stage. Measured: 0.64, 0.86-0.92 (align has only 8 steps; the ratio moves
     # with the thread count), 0.32.
-    for stage, bound in (("vision-pretrain", 0.8), ("align", 1.0), ("instruct", 0.6)):
+    for stage, bound in (("vision-pretrain", 0.8), ("ground", 0.8), ("align", 1.0), ("instruct", 0.6)):
         losses = [r["loss"] for r in records if r["stage"] == stage]
         k = max(2, len(losses) // 4)
         assert sum(losses[-k:]) / k < bound * sum(losses[:k]) / k, (stage, losses)

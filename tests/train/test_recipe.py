@@ -24,9 +24,10 @@ def edgelmm(*args, check=True, **kwargs):
 def test_run_writes_log_plot_checkpoint_and_model(tiny_run):
     records = read_log(tiny_run / "log.jsonl")
     assert [(r["stage"], r["step"]) for r in records] == [
-        ("vision-pretrain", 1), ("vision-pretrain", 2), ("vision-pretrain", 3), ("align", 1), ("align", 2),
-        ("instruct", 1), ("instruct", 2), ("instruct", 3)]
+        ("vision-pretrain", 1), ("vision-pretrain", 2), ("vision-pretrain", 3), ("ground", 1), ("ground", 2),
+        ("align", 1), ("align", 2), ("instruct", 1), ("instruct", 2), ("instruct", 3)]
     assert set(records[0]["terms"]) == {"siglip", "attributes"} and set(records[-1]["terms"]) == {"ce"}
+    assert set(records[3]["terms"]) == {"ground"}
     assert (tiny_run / "loss.png").stat().st_size > 10_000
     meta = json.loads((tiny_run / "checkpoint" / "meta.json").read_text())
     assert (meta["stage"], meta["step"]) == ("instruct", 3)
@@ -35,13 +36,13 @@ def test_run_writes_log_plot_checkpoint_and_model(tiny_run):
     assert any(k.endswith(".lora_A") for k in weights) and any(k.startswith("model.vision_tower.") for k in weights)
     assert not any(k.startswith("contrastive.") for k in weights)  # stage-0 scaffolding is not shipped
     provenance = json.loads((tiny_run / "model" / "provenance.json").read_text())
-    assert provenance["seed"] == 0 and provenance["data_versions"]["shapes"] == "shapes-v1"
+    assert provenance["seed"] == 0 and provenance["data_versions"]["shapes"] == "shapes-v2"
     assert provenance["eval"]["digits:val"]["n"] == 6 and "command" in provenance
 
 
 def test_stop_after_steps_then_resume_gives_the_same_model(tiny_run, tiny_recipe_config, tmp_path):
     out = tmp_path / "run"
-    first = edgelmm("train", "--config", str(tiny_recipe_config), "--out", str(out), "--stop-after-steps", "4",
+    first = edgelmm("train", "--config", str(tiny_recipe_config), "--out", str(out), "--stop-after-steps", "6",
                     "--no-progress", "--no-eval")
     assert "continue with: edgelmm train --resume" in first.stderr
     assert json.loads((out / "checkpoint" / "meta.json").read_text())["stage"] == "align"
@@ -81,7 +82,7 @@ def test_continuing_from_a_trained_model_keeps_tower_connector_and_lora(tiny_run
 
 def test_sigterm_checkpoints_and_exits_130(tmp_path):
     config = tmp_path / "long.json"
-    config.write_text(json.dumps(tiny_recipe(steps=(400, 2, 2))))
+    config.write_text(json.dumps(tiny_recipe(steps=(400, 2, 2, 2))))
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "edgelmm", "train", "--config", str(config), "--out", str(out),
                              "--no-progress"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -100,7 +101,7 @@ def test_sigterm_checkpoints_and_exits_130(tmp_path):
 def test_torchrun_two_processes_equal_one_process_accumulating(tmp_path):
     """DDP over 2 CPU processes (gloo) with batch b == 1 process with batch b and 2 accumulation steps: the same
     examples in the same micro-batches, gradients averaged the same way."""
-    spec = tiny_recipe(steps=(2, 1, 2))
+    spec = tiny_recipe(steps=(2, 1, 1, 2))
     (tmp_path / "ddp.json").write_text(json.dumps(spec))
     for stage in spec["stages"]:
         stage["grad_accum"] = 2

@@ -30,12 +30,14 @@ def test_every_preset_round_trips_and_names_match_keys():
 
 def test_imp_stages_are_imps():
     spec = presets("imp")["full"]()
-    tower, align, instruct = spec.stages
+    tower, ground, align, instruct = spec.stages
     assert tower.format == "contrastive" and tower.trainability.vision_tower == Trainability.FULL
+    assert ground.format == "ground" and ground.trainability == ComponentTraining(connector=Trainability.FULL)
     assert [t.name for t in tower.losses][0] == "siglip"
     assert align.trainability == ComponentTraining(connector=Trainability.FULL)  # tower and LM frozen
     assert instruct.trainability == ComponentTraining(connector=Trainability.FULL, llm=Trainability.LORA)
     assert instruct.lora is not None and instruct.format == "qa" and align.format == "caption"
+    assert instruct.connector_lr > instruct.lr
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -43,6 +45,8 @@ def test_imp_stages_are_imps():
     (dict(trainability=ComponentTraining()), "every component is frozen"),
     (dict(format="chat"), "format 'chat' is not valid"),
     (dict(lr=0.0), "lr > 0"),
+    (dict(turns=2, format="caption"), "only for format qa"),
+    (dict(connector_lr=0.0), "connector_lr must be > 0"),
     (dict(losses=()), "at least one loss"),
 ])
 def test_stage_validation(overrides, message):
