@@ -109,7 +109,10 @@ def test_quantized_tiny_exports_record_options_and_run(tiny_lm, tmp_path, precis
         assert decoder.options["bits"] == (4 if precision is Precision.INT4 else 8)
         assert decoder.options["block_size"] == 16 and decoder.options["accuracy_level"] == 4
     embedding = manifest.graphs[GraphRole.TOKEN_EMBEDDING]
-    assert embedding.precision is (Precision.INT4 if precision is Precision.INT4 else Precision.FP32)
+    assert embedding.precision is (precision if precision is not Precision.INT8 else Precision.FP32)
+    if precision is not Precision.INT8:  # the embedding's rows in 4- or 8-bit blocks, like the decoder's weights
+        assert embedding.options["quantizer"] == "GatherBlockQuantized"
+        assert embedding.options["bits"] == decoder.options["bits"]
     result = Pipeline.load(out).generate("Hi", max_new_tokens=6)
     assert len(result.token_ids) == 6
 

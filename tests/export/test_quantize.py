@@ -88,3 +88,38 @@ def test_int4_method_auto_is_rtn_for_fine_tuned_lms(tiny_llava):
     preset = ExportOptions(graphs=GraphPrecisions.arm64_int4())
     assert preset.resolved(tiny_llava).quant_spec(GraphRole.DECODER).method == "minmax"
     assert preset.resolved(tuned).quant_spec(GraphRole.DECODER).method == "rtn"
+
+
+def one_gather(table: np.ndarray) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="/embed/Gather")], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["batch", "seq", K])],
+        [numpy_helper.from_array(table, "table")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_w8_embedding_is_an_8bit_gather_that_returns_q8_0_rows_bit_for_bit():
+    from edgelmm.export.quantize import quantize_embedding
+
+    rng = np.random.default_rng(1)
+    # a Q8_0 table (llama.cpp: d = block max |w| / 127 stored as fp16, q = round(w / d)), as SmolLM2's GGUF ships it
+    raw = rng.standard_normal((50, K // 32, 32)).astype(np.float32)
+    d = (np.abs(raw).max(-1, keepdims=True) / 127).astype(np.float16).astype(np.float32)
+    q8 = (d * np.rint(raw / d).clip(-127, 127)).reshape(50, K)
+    q8[3] = 0.0  # an all-zero row (padding tokens) must not divide by zero
+    proto, precision = quantize_embedding(one_gather(q8), QuantSpec.embedding_w8())
+    assert precision is Precision.W8
+    assert [n.op_type for n in proto.graph.node] == ["GatherBlockQuantized"]
+    assert {t.name: t.data_type for t in proto.graph.initializer}["table"] == TensorProto.UINT8
+    ids = np.array([[0, 3, 49, 7]], dtype=np.int64)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"ids": ids})[0], q8[ids])
+    # any other table: within half a step (block max / 254) of every weight
+    table = rng.standard_normal((50, K)).astype(np.float32)
+    proto, _ = quantize_embedding(one_gather(table), QuantSpec.embedding_w8())
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    step = np.abs(table.reshape(50, -1, 32)).max(-1).repeat(32, axis=1) / 127
+    assert np.all(np.abs(got - table[ids]) <= step[ids] / 2 + 1e-6)
+    assert QuantSpec.embedding_w8().options(gather=True) == {"quantizer": "GatherBlockQuantized", "bits": 8,
+                                                             "block_size": 32, "symmetric": True}

@@ -6,6 +6,7 @@
                                                                     weights, activations quantized at run time;
                                                                     onnxruntime fuses it to DynamicQuantizeMatMul)
     QuantSpec(precision=int4) on a Gather graph (token_embedding) -> GatherBlockQuantized (4-bit rows)
+    QuantSpec(precision=w8) on a Gather graph (token_embedding)   -> GatherBlockQuantized (8-bit symmetric rows)
 
 Each graph of a bundle gets its own spec (the decoder int4, the vision encoder fp32, ...); ``options()`` is what the
 manifest records for that graph.
@@ -96,8 +97,15 @@ class QuantSpec:
     @classmethod
     def embedding_int4(cls) -> QuantSpec:
         """Token embedding rows in 4-bit blocks (GatherBlockQuantized): the table is the largest tensor of a small
-        LM (113 MB of SmolLM2's fp32), and onnxruntime refuses 8-bit Gather, so 4 bits is the only smaller form."""
+        LM (113 MB of SmolLM2's fp32); 4 bits make it 18 MB but cost exact-string tasks accuracy (tool ids: -3.4
+        points on the tool model, docs/tool-selection.md)."""
         return cls(precision=Precision.INT4, block_size=32, method="rtn")
+
+    @classmethod
+    def embedding_w8(cls) -> QuantSpec:
+        """Token embedding rows in 8-bit symmetric blocks of 32 (GatherBlockQuantized, bits 8): SmolLM2's table
+        ships as GGUF Q8_0, which is exactly this grid, so the rows come back bit for bit at half the fp32 size."""
+        return cls(precision=Precision.W8, block_size=32, method="rtn")
 
     @classmethod
     def qnn_a16w8(cls) -> QuantSpec:
@@ -134,9 +142,10 @@ class QuantSpec:
 
     def options(self, *, gather: bool = False) -> dict[str, Any]:
         """What the manifest records for a graph quantized with this spec (``gather``: an embedding table)."""
-        if gather and self.precision is Precision.INT4:
-            return {"quantizer": "GatherBlockQuantized", "bits": 4, "block_size": self.block_size,
-                    "symmetric": self.symmetric}
+        if gather and self.precision in WEIGHT_ONLY_BITS:
+            bits = WEIGHT_ONLY_BITS[self.precision]
+            return {"quantizer": "GatherBlockQuantized", "bits": bits, "block_size": self.block_size,
+                    "symmetric": self.symmetric or bits == 8}
         if self.precision in WEIGHT_ONLY_BITS:
             method = self.weight_method
             out: dict[str, Any] = {"quantizer": "MatMulNBits", "method": method,
@@ -166,7 +175,8 @@ class QuantSpec:
 
 PRESETS = {"cpu-fp32": QuantSpec.cpu_fp32, "arm64-int4": QuantSpec.arm64_int4, "arm64-int8": QuantSpec.arm64_int8,
            "dynamic-int8": QuantSpec.dynamic_int8,
-           "embedding-int4": QuantSpec.embedding_int4, "qnn-a16w8": QuantSpec.qnn_a16w8, "qnn-a8w8": QuantSpec.qnn_a8w8}
+           "embedding-int4": QuantSpec.embedding_int4, "embedding-w8": QuantSpec.embedding_w8,
+           "qnn-a16w8": QuantSpec.qnn_a16w8, "qnn-a8w8": QuantSpec.qnn_a8w8}
 """Preset names (as recipes and the CLI spell them) -> QuantSpec classmethods."""
 
 
@@ -200,8 +210,9 @@ class GraphPrecisions:
 
     @classmethod
     def arm64_int8(cls) -> GraphPrecisions:
-        """8-bit weights for both MatMul graphs; the embedding stays fp32 (onnxruntime has no 8-bit Gather, and only
-        the rows a prompt touches are paged in, so its size costs disk, not memory)."""
+        """8-bit weights for both MatMul graphs; the embedding stays fp32 (only the rows a prompt touches are paged
+        in, so its size costs disk, not memory; ``QuantSpec.embedding_w8()`` halves the disk without loss on
+        SmolLM2, not adopted here because the shipped figures were measured without it)."""
         return cls(vision_encoder=QuantSpec.arm64_int8(), decoder=QuantSpec.arm64_int8())
 
     @classmethod
@@ -272,11 +283,41 @@ def quantize_vision(proto: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto:
 
 
 def quantize_embedding(proto: onnx.ModelProto, spec: QuantSpec) -> tuple[onnx.ModelProto, Precision]:
-    """The token embedding's Gather in 4-bit blocks for int4; other precisions keep it fp32 (8-bit Gather is not
-    supported by onnxruntime's quantizer). Returns the graph and the precision it actually has."""
-    if spec.precision is not Precision.INT4:
-        return proto, Precision.FP32
-    return _matmul_nbits(proto, spec, ("Gather",), []), Precision.INT4
+    """The token embedding's Gather in 4-bit blocks for int4, 8-bit blocks for w8; other precisions keep it fp32.
+    Returns the graph and the precision it actually has."""
+    if spec.precision is Precision.INT4:
+        return _matmul_nbits(proto, spec, ("Gather",), []), Precision.INT4
+    if spec.precision is Precision.W8:
+        return _gather_8bit(proto, spec.block_size), Precision.W8
+    return proto, Precision.FP32
+
+
+def _gather_8bit(proto: onnx.ModelProto, block_size: int) -> onnx.ModelProto:
+    """Every Gather of a constant float table [V, H] -> GatherBlockQuantized(bits=8): uint8 rows with the implicit
+    zero point 128 (symmetric, q in [1, 255]) and float32 scales [V, H / block_size] = block max |w| / 127, which
+    is llama.cpp's Q8_0. onnxruntime's quantizer writes only 4-bit Gathers; its kernel takes 8 bits."""
+    graph = proto.graph
+    tables = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        table = tables.get(node.input[0]) if node.op_type == "Gather" else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if table is None or axis != 0 or len(table.dims) != 2 or table.dims[1] % block_size:
+            continue
+        w = onnx.numpy_helper.to_array(table).astype(np.float32)
+        blocks = w.reshape(w.shape[0], -1, block_size)
+        scale = np.abs(blocks).max(axis=-1) / 127.0
+        q = np.rint(blocks / np.where(scale == 0, 1.0, scale)[..., None]).clip(-127, 127) + 128
+        name = node.input[0]
+        graph.initializer.remove(table)
+        graph.initializer.extend([onnx.numpy_helper.from_array(q.reshape(w.shape).astype(np.uint8), name),
+                                  onnx.numpy_helper.from_array(scale.astype(np.float32), f"{name}_scales")])
+        replacement = onnx.helper.make_node(
+            "GatherBlockQuantized", [name, node.input[1], f"{name}_scales"], list(node.output), name=node.name,
+            domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block_size, bits=8)
+        node.CopyFrom(replacement)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return proto
 
 
 def _matmul_nbits(proto: onnx.ModelProto, spec: QuantSpec, op_types: tuple[str, ...], exclude: list[str],
