@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     " precision per graph, visual-token budget, calibration, accuracy re-check")
     p.add_argument("--out", help="bundle directory to write")
     p.add_argument("--precision", default="fp32",
-                   help="decoder weights: fp32 (default), int4 / w8 (MatMulNBits weight-only blocks), int8 (dynamic)")
+                   help="decoder weights: fp32 (default), int4 / w8 (MatMulNBits weight-only blocks; the token "
+                        "embedding's rows in 4- / 8-bit blocks too), int8 (dynamic; embedding fp32)")
     p.add_argument("--decoder-graph", default="auto", choices=("auto", "fast", "generic"),
                    help="auto (default): the fast hand-built graph where the architecture has one; generic: torch.onnx"
                         " with past/present copying (the baseline)")
