@@ -121,5 +121,8 @@ def test_w8_embedding_is_an_8bit_gather_that_returns_q8_0_rows_bit_for_bit():
     got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
     step = np.abs(table.reshape(50, -1, 32)).max(-1).repeat(32, axis=1) / 127
     assert np.all(np.abs(got - table[ids]) <= step[ids] / 2 + 1e-6)
+    # rows that blocks cannot tile stay fp32, and the precision says so
+    proto, precision = quantize_embedding(one_gather(table), QuantSpec(precision=Precision.W8, block_size=64))
+    assert precision is Precision.FP32 and [n.op_type for n in proto.graph.node] == ["Gather"]
     assert QuantSpec.embedding_w8().options(gather=True) == {"quantizer": "GatherBlockQuantized", "bits": 8,
                                                              "block_size": 32, "symmetric": True}

@@ -287,17 +287,19 @@ def quantize_embedding(proto: onnx.ModelProto, spec: QuantSpec) -> tuple[onnx.Mo
     Returns the graph and the precision it actually has."""
     if spec.precision is Precision.INT4:
         return _matmul_nbits(proto, spec, ("Gather",), []), Precision.INT4
-    if spec.precision is Precision.W8:
-        return _gather_8bit(proto, spec.block_size), Precision.W8
+    if spec.precision is Precision.W8 and _gather_8bit(proto, spec.block_size):
+        return proto, Precision.W8
     return proto, Precision.FP32
 
 
-def _gather_8bit(proto: onnx.ModelProto, block_size: int) -> onnx.ModelProto:
-    """Every Gather of a constant float table [V, H] -> GatherBlockQuantized(bits=8): uint8 rows with the implicit
-    zero point 128 (symmetric, q in [1, 255]) and float32 scales [V, H / block_size] = block max |w| / 127, which
-    is llama.cpp's Q8_0. onnxruntime's quantizer writes only 4-bit Gathers; its kernel takes 8 bits."""
+def _gather_8bit(proto: onnx.ModelProto, block_size: int) -> int:
+    """Every Gather of a constant float table [V, H] (H a multiple of ``block_size``) -> GatherBlockQuantized(bits=8),
+    in place: uint8 rows with the implicit zero point 128 (symmetric, q in [1, 255]) and float32 scales
+    [V, H / block_size] = block max |w| / 127, which is llama.cpp's Q8_0. onnxruntime's quantizer writes only 4-bit
+    Gathers; its kernel takes 8 bits. Returns how many Gathers it replaced (0: the graph is unchanged, fp32)."""
     graph = proto.graph
     tables = {t.name: t for t in graph.initializer}
+    replaced = 0
     for node in graph.node:
         table = tables.get(node.input[0]) if node.op_type == "Gather" else None
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
@@ -315,9 +317,10 @@ def _gather_8bit(proto: onnx.ModelProto, block_size: int) -> onnx.ModelProto:
             "GatherBlockQuantized", [name, node.input[1], f"{name}_scales"], list(node.output), name=node.name,
             domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block_size, bits=8)
         node.CopyFrom(replacement)
-    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        replaced += 1
+    if replaced and not any(o.domain == "com.microsoft" for o in proto.opset_import):
         proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return proto
+    return replaced
 
 
 def _matmul_nbits(proto: onnx.ModelProto, spec: QuantSpec, op_types: tuple[str, ...], exclude: list[str],

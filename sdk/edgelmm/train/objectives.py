@@ -118,8 +118,9 @@ class WordGrounding(nn.Module):
     nine tokens of a scene at 0.60 mean pairwise cosine (docs/training.md): the LM then has to learn to read a
     foreign code through LoRA. Starting from tokens that already sit among the words the LM knows is cheap (tower +
     connector only, no LM forward: 0.12 s per 64 images vs 1.9 s per 16 for an instruct step) and measured better
-    (docs/training.md). With one visual token per grid cell (smol-vqa's 96 px / patch 32 tower) each token is grounded itself; other
-    towers ground the cell averages of their tokens (cell_weights). The LM and the tower are not touched.
+    (docs/training.md). With one visual token per grid cell (smol-vqa's 96 px / patch 32 tower) each token is
+    grounded itself; other towers ground the cell averages of their tokens (cell_weights). The LM and the tower are
+    not touched.
     """
 
     def __init__(self, model: nn.Module) -> None:
