@@ -62,6 +62,8 @@ class ToolReport:
     by_ambiguity: dict[str, Tally]
     """"none" plus each ambiguity type; "ambiguous" pools the types."""
     by_input: dict[str, Tally]
+    by_intent: dict[str, Tally]
+    """Per intent (the example's ``kind``: "read", "depth", "sentiment", "unknown", ...)."""
     seconds: float
     decode_steps: float | None
     """Mean decoder calls after the prefill per answer (bundles only)."""
@@ -79,7 +81,8 @@ class ToolReport:
         return {"task": self.task, "split": self.split, "model": self.model, "constrained": self.constrained,
                 **self.overall.to_dict(), "mean_decode_steps": self.decode_steps, "seconds": round(self.seconds, 1),
                 "by_ambiguity": {k: t.to_dict() for k, t in sorted(self.by_ambiguity.items())},
-                "by_input": {k: t.to_dict() for k, t in sorted(self.by_input.items())}, "mistakes": self.mistakes}
+                "by_input": {k: t.to_dict() for k, t in sorted(self.by_input.items())},
+                "by_intent": {k: t.to_dict() for k, t in sorted(self.by_intent.items())}, "mistakes": self.mistakes}
 
     def summary(self) -> str:
         how = "constrained" if self.constrained else "free"
@@ -87,6 +90,7 @@ class ToolReport:
         lines = [f"{self.task} [{self.split}] {self.model} ({how}): {self.overall.line()}{steps}"]
         lines += [f"  ambiguity {k:<10} {t.line()}" for k, t in sorted(self.by_ambiguity.items())]
         lines += [f"  input     {k:<10} {t.line()}" for k, t in sorted(self.by_input.items())]
+        lines += [f"  intent    {k:<10} {t.line()}" for k, t in sorted(self.by_intent.items())]
         return "\n".join(lines)
 
 
@@ -100,6 +104,7 @@ def evaluate_tools(answerer: Answerer, task: EvalTask, *, split: str, n: int, ba
     overall = Tally()
     by_ambiguity: dict[str, Tally] = collections.defaultdict(Tally)
     by_input: dict[str, Tally] = collections.defaultdict(Tally)
+    by_intent: dict[str, Tally] = collections.defaultdict(Tally)
     mistakes: list[dict[str, Any]] = []
     recorded = getattr(answerer, "decode_steps", None)  # bundles append one count per answer
     first = len(recorded) if recorded is not None else 0
@@ -111,7 +116,7 @@ def evaluate_tools(answerer: Answerer, task: EvalTask, *, split: str, n: int, ba
         for ex, got in zip(chunk, answers):
             tool = tool_of(got)
             score = (tool in ex.valid, tool is not None, tool is not None and tool not in known)
-            for tally in (overall, by_ambiguity[ex.ambiguity], by_input[ex.input_type]):
+            for tally in (overall, by_ambiguity[ex.ambiguity], by_input[ex.input_type], by_intent[ex.kind]):
                 tally.add(*score)
             if ex.ambiguity != NONE:
                 by_ambiguity["ambiguous"].add(*score)
@@ -124,6 +129,6 @@ def evaluate_tools(answerer: Answerer, task: EvalTask, *, split: str, n: int, ba
         bar.close()
     steps = recorded[first:] if recorded is not None else []
     return ToolReport(task=task.name, split=split, model=answerer.name, constrained=constrained, overall=overall,
-                      by_ambiguity=dict(by_ambiguity), by_input=dict(by_input),
+                      by_ambiguity=dict(by_ambiguity), by_input=dict(by_input), by_intent=dict(by_intent),
                       seconds=time.perf_counter() - started,
                       decode_steps=sum(steps) / len(steps) if steps else None, mistakes=mistakes)
