@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO / "sdk"))
 
 SMOL_VQA = ("smol-vqa/cpu-fp32", "smol-vqa/arm64-int8", "smol-vqa/arm64-int4", "smol-vqa/arm64-int4-16tok",
             "smol-vqa/qnn-a16w8")
-SMOLLM2 = ("fp32", "int8", "int8-fp32-compute", "dynamic-int8", "int4", "a16w8", "a16w8-static")
+SMOLLM2 = ("fp32", "int8", "int8-fp32-compute", "int8-fp32-head", "int8-b16", "dynamic-int8", "int4", "a16w8",
+           "a16w8-static")
 """SmolLM2-135M decoder variants (the issue's file-size and agreement figures)."""
 AGREEMENT_TOKENS = 1024
 
@@ -51,6 +52,8 @@ def prepare(work: Path, model: str | None, only: list[str], tokens: int) -> None
 
 
 def _export_smollm2(variant: str, out: Path, tokens: int) -> None:
+    import dataclasses
+
     from edgelmm.evals.export_checks import calibration_samples
     from edgelmm.export.exporter import ExportOptions, export_model
     from edgelmm.export.quantize import GraphPrecisions, QuantSpec
@@ -60,6 +63,9 @@ def _export_smollm2(variant: str, out: Path, tokens: int) -> None:
     plans = {"fp32": GraphPrecisions.cpu_fp32(), "int8": GraphPrecisions(decoder=QuantSpec.arm64_int8()),
              "dynamic-int8": GraphPrecisions(decoder=QuantSpec.dynamic_int8()),
              "int8-fp32-compute": GraphPrecisions(decoder=QuantSpec(precision=Precision.W8, accuracy_level=0)),
+             # where int8 compute's 3 points go: the LM head kept fp32, or activation blocks of 16 instead of 32
+             "int8-fp32-head": GraphPrecisions(decoder=dataclasses.replace(QuantSpec.arm64_int8(), lm_head_bits=0)),
+             "int8-b16": GraphPrecisions(decoder=dataclasses.replace(QuantSpec.arm64_int8(), block_size=16)),
              "int4": GraphPrecisions(decoder=QuantSpec.arm64_int4(), token_embedding=QuantSpec.embedding_int4()),
              "a16w8": GraphPrecisions(decoder=QuantSpec.qnn_a16w8())}
     plans["a16w8-static"] = plans["a16w8"]  # the NPU form: static single-token step, checked on the QNN HTP simulator

@@ -1,4 +1,5 @@
 import collections
+import hashlib
 import importlib.util
 import json
 
@@ -8,7 +9,7 @@ import pytest
 from edgelmm.evals.runner import BundleAnswerer, evaluate
 from edgelmm.train.data import DATASETS
 from edgelmm.train.data.tool_images import PHOTOS_TEST, PHOTOS_TRAIN
-from edgelmm.train.data.tool_selection import AMBIGUOUS, HELD_OUT, tool_of
+from edgelmm.train.data.tool_selection import AMBIGUOUS, FAMILIES, HELD_OUT, tool_of
 from edgelmm.train.data.tools import UNKNOWN, load_catalog
 
 from tests.conftest import REPO
@@ -31,13 +32,26 @@ def test_examples_are_deterministic_and_splits_hold_out_templates():
     a, b = DATA.example("test", 7), DATA.example("test", 7)
     assert (a.question, a.valid) == (b.question, b.valid) and np.array_equal(np.asarray(a.image), np.asarray(b.image))
     held_out = {t for intent in AMBIGUOUS for t in intent.templates[-HELD_OUT:]}
+    every_held_out = {t.split("{")[0] for family, _ in FAMILIES for i in family for t in i.templates[-HELD_OUT:]}
     train = [DATA.example("train", i) for i in range(60)]
+    assert not any(q.startswith(h) for q in (e.question for e in train) for h in every_held_out)
     test = [DATA.example("test", i) for i in range(60)]
     assert not {e.question for e in train} & held_out
     assert {e.question for e in test if e.ambiguity != "none"} <= held_out
     for ex in train:  # a training row answers with one valid id, in the JSON frame
         assert tool_of(ex.answer) in ex.valid
     assert all(set(e.valid) <= set(load_catalog().ids) for e in test)
+
+
+def test_val_and_test_stay_the_same_examples_across_data_versions():
+    """Figures across data versions compare only if val/test do not move: new train phrasings go before each
+    intent's held-out (last) template. A change here means every recorded tool-selection figure is stale."""
+    digest = hashlib.sha256()
+    for split in ("val", "test"):
+        for i in range(40):
+            ex = DATA.example(split, i)
+            digest.update(repr((ex.question, ex.valid, ex.input_type, ex.kind)).encode())
+    assert digest.hexdigest()[:16] == "8e54d7a2fa27f5ad"  # tool-selection-v1 and v2
 
 
 def test_the_image_decides_ambiguous_instructions():
@@ -72,6 +86,8 @@ def test_metrics_count_the_valid_set_hallucinations_and_format():
                       batch_size=16)
     assert oracle.accuracy == 1 and oracle.overall.hallucinated == 0 and oracle.overall.formatted == 40
     assert set(oracle.by_input) <= {"scene", "digit", "text", "chart", "photo"} and "ambiguous" in oracle.by_ambiguity
+    assert sum(t.n for t in oracle.by_intent.values()) == 40
+    assert set(oracle.to_dict()["by_intent"]) == set(oracle.by_intent)
     made_up = evaluate(Scripted(lambda ex: '{"api_name": "magic-tool"}'), "tool-selection", n=20)
     assert made_up.accuracy == 0 and made_up.overall.hallucinated == 20
     chatty = Scripted(lambda ex: "I would use a depth model.")

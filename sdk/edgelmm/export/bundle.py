@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from edgelmm.atomic import check_target, staged_dir, write_durably
-from edgelmm.runtime.manifest import MANIFEST_NAME, FileEntry, Manifest, check_invariants, sha256_file
+from edgelmm.runtime.bundle_files import sha256_file
+from edgelmm.runtime.manifest import MANIFEST_NAME, FileEntry, Manifest
+from edgelmm.runtime.manifest_rules import check_invariants
 
 check_output = check_target
 """Refuse an existing output before any work starts (unless ``force``)."""

@@ -28,7 +28,8 @@ from edgelmm.runtime.constraint import Choice, ChoiceTrie, choice_loop
 from edgelmm.runtime.decoding import BoundEmbedding, open_decoder
 from edgelmm.runtime.generate import StreamCallback, token_loop
 from edgelmm.runtime.items import check_item_ids, read_table
-from edgelmm.runtime.manifest import Manifest, safe_path, verify_files, verify_graphs
+from edgelmm.runtime.bundle_files import safe_path, verify_files, verify_graphs
+from edgelmm.runtime.manifest import Manifest
 from edgelmm.runtime.metrics import Metrics, peak_rss_mb
 from edgelmm.runtime.plan import LoadPlan, plan_load
 from edgelmm.runtime.positions import prompt_positions

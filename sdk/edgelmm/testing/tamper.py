@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edgelmm.errors import BundleError, EdgelmmError
-from edgelmm.runtime.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from edgelmm.runtime.bundle_files import sha256_file
+from edgelmm.runtime.manifest import MANIFEST_NAME, read_manifest
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgelmm.runtime.manifest import read_manifest, verify_files, verify_graphs
+from edgelmm.runtime.bundle_files import verify_files, verify_graphs
+from edgelmm.runtime.manifest import read_manifest
 from edgelmm.runtime.pipeline import load_prompt_builder
 from edgelmm.runtime.sessions import SessionConfig, open_cpu_session
 
