@@ -252,7 +252,7 @@ class ToolSelectionDataset:
             shade = int(np.random.default_rng([seed_for(split, index, self.splits), 0xB11D]).integers(96, 160))
             image = Image.new("RGB", (tool_images.CANVAS, tool_images.CANVAS), (shade,) * 3)
         else:
-            image = self._image(draw.input_type, split, rng)
+            image = self.input_image(draw.input_type, split, rng)
         return ToolExample(image=image, caption=f"a {draw.input_type} image",
                            phrases=(), question=draw.question, answer=json.dumps({"api_name": answer}),
                            kind=draw.intent.name, valid=draw.valid, tasks=tasks,
@@ -272,7 +272,8 @@ class ToolSelectionDataset:
         return _Draw(intent, input_type, question, self._valid(intent.tools[input_type]))
 
     @staticmethod
-    def _image(input_type: str, split: str, rng: np.random.Generator) -> Image.Image:
+    def input_image(input_type: str, split: str, rng: np.random.Generator) -> Image.Image:
+        """An image of ``input_type`` (one of INPUT_TYPES) from ``split``'s sources, drawn with ``rng``."""
         seed = int(rng.integers(SPLIT_SIZE))
         if input_type in ("scene", "digit"):  # the source dataset's own split and seed ranges
             from edgelmm.train.data import DATASETS
