@@ -171,7 +171,8 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if self.resize not in ("nearest", "bilinear", "bicubic", "lanczos"):
-            raise SpecError(f"preprocess.resize '{self.resize}' is not supported; valid: nearest, bilinear, bicubic, lanczos")
+            raise SpecError(f"preprocess.resize '{self.resize}' is not supported;"
+                            " valid: nearest, bilinear, bicubic, lanczos")
         if self.mode not in PREPROCESS_MODES:
             raise SpecError(f"preprocess.mode '{self.mode}' is not supported; valid: {', '.join(PREPROCESS_MODES)}")
         if self.mode == "shortest-edge-crop" and self.shortest_edge < min(self.image_size):

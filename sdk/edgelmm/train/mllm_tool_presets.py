@@ -1,6 +1,6 @@
 """The mllm-tool recipe's stage as data (torch-free: `edgelmm train --recipe mllm-tool --dry-run` prints it).
 
-    edgelmm train --recipe mllm-tool --out runs/tool                  # full (~70 min at one thread beside the blind run)
+    edgelmm train --recipe mllm-tool --out runs/tool                  # full (~70 min, one thread, beside the blind run)
     edgelmm train --recipe mllm-tool --quick --out runs/tool-quick    # smoke run (~2 min)
     edgelmm train --recipe mllm-tool --preset blind --out runs/tool-blind   # image-blind baseline, same training
     edgelmm eval --model runs/tool --task tool-selection --constrained
