@@ -74,6 +74,7 @@ def test_smaller_image_size_interpolates_position_embeddings_like_siglip(tiny_ll
     assert manifest.text.num_image_tokens == 4 and manifest.preprocess.image_size == (16, 16)
     assert manifest.visual_tokens.native_tokens == 16 and manifest.visual_tokens.tokens == 4
     assert manifest.graphs[GraphRole.VISION_ENCODER].precision is Precision.W8
+    assert manifest.graphs[GraphRole.TOKEN_EMBEDDING].precision is Precision.W8  # 8-bit rows (the preset)
     pipe = Pipeline.load(small_image_bundle)
     pixels = (torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     ours = pipe.sessions[GraphRole.VISION_ENCODER].session.run(None, {"pixel_values": pixels.numpy()})[0]
@@ -174,6 +175,7 @@ def test_export_recipe_cli_prints_the_accuracy_table_and_records_it(capsys, tmp_
     assert manifest.accuracy["task"]["n"] == 3 and manifest.accuracy["decoder_agreement"]["tokens"] == 64
     assert manifest.provenance["export_options"]["recipe"] == "tiny/arm64-int8"
     assert manifest.graphs[GraphRole.VISION_ENCODER].precision is Precision.W8
+    assert manifest.graphs[GraphRole.TOKEN_EMBEDDING].precision is Precision.W8  # 8-bit rows (the preset)
 
 
 def test_export_recipe_cli_bad_input_is_one_line(capsys, tmp_path):

@@ -83,3 +83,24 @@ def test_starting_from_a_trained_model_keeps_its_lora(tool_run, tmp_path):
     weight = dict(imp_model.named_parameters())[f"{path}.weight"]
     tuned = dict(tool_model.named_parameters())[f"{path}.weight"]
     assert torch.allclose(tuned, weight + new_delta, atol=2e-3)  # fp16 storage
+
+
+def test_a_tower_trained_with_lora_saves_plain_names_and_loads_merged(tmp_path):
+    """peft wraps a LoRA'd Linear (``q_proj.base_layer.weight``): the saved tower must keep the plain names the
+    loader reads, with the tower's adapters beside the LM's and merged on load."""
+    from safetensors.torch import load_file
+
+    from edgelmm.models.weights import load_weights
+
+    config = json.loads(open(tiny_tool_config(tmp_path, "tiny-random", [])).read())
+    config["stages"][0]["trainability"]["vision_tower"] = "lora"
+    path = tmp_path / "tower-lora.json"
+    path.write_text(json.dumps(config))
+    train(str(path), tmp_path / "run")
+    tensors = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    assert not [k for k in tensors if ".base_layer." in k or ".default." in k]
+    linear = next(k for k in tensors if k.startswith("model.vision_tower.") and k.endswith("q_proj.lora_A"))[:-7]
+    model = load_weights(tmp_path / "run" / "model").model
+    delta = tensors[f"{linear}.lora_B"].float() @ tensors[f"{linear}.lora_A"].float()
+    merged = dict(model.named_parameters())[f"{linear}.weight"]
+    assert torch.allclose(merged, tensors[f"{linear}.weight"].float() + delta, atol=1e-3)

@@ -210,10 +210,11 @@ class GraphPrecisions:
 
     @classmethod
     def arm64_int8(cls) -> GraphPrecisions:
-        """8-bit weights for both MatMul graphs; the embedding stays fp32 (only the rows a prompt touches are paged
-        in, so its size costs disk, not memory; ``QuantSpec.embedding_w8()`` halves the disk without loss on
-        SmolLM2, not adopted here because the shipped figures were measured without it)."""
-        return cls(vision_encoder=QuantSpec.arm64_int8(), decoder=QuantSpec.arm64_int8())
+        """8-bit weights for both MatMul graphs and 8-bit embedding rows: SmolLM2's table is Q8_0 in its GGUF, so
+        the rows are exact and the bundle is 78 MB smaller at the same agreement and task accuracy
+        (docs/quantization.md)."""
+        return cls(vision_encoder=QuantSpec.arm64_int8(), token_embedding=QuantSpec.embedding_w8(),
+                   decoder=QuantSpec.arm64_int8())
 
     @classmethod
     def arm64_int4(cls) -> GraphPrecisions:

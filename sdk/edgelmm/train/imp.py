@@ -165,11 +165,10 @@ def copy_into(params: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor])
 
 def save(state: State, out_dir: Path) -> Path:
     """Write the weights directory (fp16 tower + connector + LoRA; see models/weights.py) with its provenance."""
-    from edgelmm.models.weights import FORMAT, SCHEMA_VERSION
+    from edgelmm.models.weights import FORMAT, SCHEMA_VERSION, TRAINED_PREFIXES
 
     model = state.model
-    tensors = {n: p.detach().to(torch.float16) for n, p in model.named_parameters()
-               if n.startswith(("model.vision_tower.", "model.multi_modal_projector."))}
+    tensors = {n: p.to(torch.float16) for n, p in trainability.plain_weights(model, TRAINED_PREFIXES).items()}
     lora = next((s.lora for s in state.spec.stages if s.trainability.llm == Trainability.LORA), None)
     lora_tensors, lora_meta = saved_lora(model, lora, state.base_lora)
     tensors.update({n: p.to(torch.float16) for n, p in lora_tensors.items()})

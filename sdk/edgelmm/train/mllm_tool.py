@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from edgelmm.errors import SpecError
+from edgelmm.specs import Trainability
 from edgelmm.models.loaded import LoadedModel
 from edgelmm.train import checkpoint, imp, loop, trainability
 from edgelmm.train.base_model import load_base, saved_lora
@@ -84,18 +85,18 @@ def train(state: State) -> State:
 
 
 def snapshot(state: State) -> dict[str, torch.Tensor]:
-    """Connector and LoRA adapters: everything this recipe trains."""
-    return {n: p for n, p in state.model.named_parameters()
-            if n.startswith("model.multi_modal_projector.") or trainability.LORA_MARK in n}
+    """Connector and LoRA adapters, plus the tower when the stage trains it in full: everything this recipe trains."""
+    full_tower = state.spec.stages[0].trainability.vision_tower == Trainability.FULL
+    keep = ("model.multi_modal_projector.",) + (("model.vision_tower.",) if full_tower else ())
+    return {n: p for n, p in state.model.named_parameters() if n.startswith(keep) or trainability.LORA_MARK in n}
 
 
 def save(state: State, out_dir: Path) -> Path:
     """The weights directory (fp16 tower + connector + LoRA, see models/weights.py) plus the tool ids it picks from."""
-    from edgelmm.models.weights import FORMAT, SCHEMA_VERSION
+    from edgelmm.models.weights import FORMAT, SCHEMA_VERSION, TRAINED_PREFIXES
 
     model, stage = state.model, state.spec.stages[0]
-    tensors = {n: p.detach().float() for n, p in model.named_parameters()
-               if n.startswith(("model.vision_tower.", "model.multi_modal_projector."))}
+    tensors = {n: p.float() for n, p in trainability.plain_weights(model, TRAINED_PREFIXES).items()}
     lora, lora_meta = saved_lora(model, stage.lora, state.base_lora)
     tensors.update(lora)
     catalog = load_catalog()

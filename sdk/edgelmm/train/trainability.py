@@ -78,6 +78,14 @@ def apply(model: nn.Module, training: ComponentTraining, lora: LoraSpec | None =
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
+def plain_weights(model: nn.Module, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Parameters under ``prefixes`` named as in the plain (peft-free) model, LoRA adapters left out (``lora_tensors``
+    has them): a LoRA-wrapped Linear's ``q_proj.base_layer.weight`` is saved as ``q_proj.weight``, which is what
+    loading a weights directory looks for (a tower trained with LoRA, say)."""
+    return {n.replace(".base_layer.", "."): p.detach() for n, p in model.named_parameters()
+            if n.startswith(prefixes) and LORA_MARK not in n}
+
+
 def lora_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """LoRA weights under peft-free names: ``<linear path>.lora_A`` [r, in] and ``<linear path>.lora_B`` [out, r]."""
     out = {}
