@@ -15,6 +15,7 @@ question from the shapes test split, greedy, ``--new`` tokens with eos ignored (
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -52,8 +53,6 @@ def prepare(work: Path, model: str | None, only: list[str], tokens: int) -> None
 
 
 def _export_smollm2(variant: str, out: Path, tokens: int) -> None:
-    import dataclasses
-
     from edgelmm.evals.export_checks import calibration_samples
     from edgelmm.export.exporter import ExportOptions, export_model
     from edgelmm.export.quantize import GraphPrecisions, QuantSpec

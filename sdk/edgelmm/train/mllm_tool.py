@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from edgelmm.errors import SpecError
-from edgelmm.specs import Trainability
 from edgelmm.models.loaded import LoadedModel
+from edgelmm.specs import Trainability
 from edgelmm.train import checkpoint, imp, loop, trainability
 from edgelmm.train.base_model import load_base, saved_lora
 from edgelmm.train.data.collate import ChatCollator
