@@ -7,7 +7,9 @@
 Runs (each a fresh `edgelmm train --recipe llava-kd` process, same data, steps and seed): kd (DPT -> SFT -> DFT),
 the ablations -MDist, -RDist, -DPT, and the no-distillation baseline (PT -> SFT -> FT, CE only). Then exact match on
 the held-out test splits of shapes and digits for each student and the teacher; with --bundles also for int4
-bundles of the teacher and the kd student. A finished run is not retrained and an interrupted one is resumed, so re-running continues.
+bundles of the teacher and the kd student. A finished run is not retrained, an interrupted one is resumed and a
+score is kept (OUT/accuracy/), so re-running continues, and two processes can split the runs (--runs kd,baseline
+and --runs no-mdist,no-rdist,no-dpt --no-teacher-eval), then one more with everything assembles the table.
 Writes OUT/results.json and OUT/table.md. Training runs under `nice -n 19` with one thread (a shared machine).
 """
 
@@ -48,14 +50,22 @@ def train(name: str, ablate: tuple[str, ...], args: argparse.Namespace) -> float
     return json.loads((out / "model" / "provenance.json").read_text())["train_seconds"]
 
 
-def accuracy(source: tuple[str, str], args: argparse.Namespace) -> dict[str, float]:
-    """source: ("--model", dir or name) or ("--bundle", dir) -> {task: exact match}."""
+def accuracy(name: str, source: tuple[str, str], args: argparse.Namespace) -> dict[str, float]:
+    """source: ("--model", dir or name) or ("--bundle", dir) -> {task: exact match}.
+
+    Kept in OUT/accuracy/NAME-nN.json, so runs split over processes (--runs) are scored once; delete it (or
+    --force) after retraining a model in place."""
+    cache = args.out / "accuracy" / f"{name}-n{args.n}.json"
+    if cache.is_file() and not args.force:
+        return json.loads(cache.read_text())
     out = {}
     for task in TASKS:
         report = json.loads(edgelmm("eval", *source, "--task", task, "--split", "test", "-n", str(args.n),
                                     "--json").strip().splitlines()[-1])
         out[task] = report["accuracy"]
-    return out
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({**out, "source": list(source)}, indent=2) + "\n")
+    return {t: out[t] for t in TASKS}
 
 
 def table(results: dict[str, dict]) -> str:
@@ -77,21 +87,29 @@ def main() -> int:
     p.add_argument("-n", type=int, default=500, help="test examples per task")
     p.add_argument("--runs", default=",".join(RUNS), help=f"subset of {','.join(RUNS)}")
     p.add_argument("--bundles", action="store_true", help="also export int4 bundles of teacher and kd; eval them")
+    p.add_argument("--teacher-eval", action=argparse.BooleanOptionalAction, default=True,
+                   help="score the teacher too (off for all but one process of a split comparison)")
+    p.add_argument("--force", action="store_true", help="re-score models whose accuracy is already kept")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: dict[str, dict] = {}
     for name in args.runs.split(","):
         seconds = train(name, RUNS[name], args)
-        results[name] = {**accuracy(("--model", str(args.out / name / "model")), args), "train_seconds": seconds}
-    results["teacher"] = accuracy(("--model", args.teacher), args)
+        results[name] = {**accuracy(name, ("--model", str(args.out / name / "model")), args),
+                         "train_seconds": seconds}
+    if args.teacher_eval:
+        results["teacher"] = accuracy("teacher", ("--model", args.teacher), args)
     if args.bundles:
         for name, model in (("teacher-int4", args.teacher), ("kd-int4", str(args.out / "kd" / "model"))):
             bundle = args.out / "bundles" / name
-            # rtn: the default minmax int4 snaps trained weights back to SmolLM2's Q4_1 grid (docs/distillation.md)
-            edgelmm("export", "--model", model, "--out", str(bundle), "--precision", "int4", "--quant-method", "rtn",
-                    "--force")
-            results[name] = accuracy(("--bundle", str(bundle)), args)
+            if (args.out / "accuracy" / f"{name}-n{args.n}.json").is_file() and not args.force:
+                results[name] = accuracy(name, ("--bundle", str(bundle)), args)
+                continue
+            # The exporter's auto method: a LoRA teacher keeps its LoRA as a float side path over minmax base weights,
+            # a student whose whole LM trained gets rtn (minmax would snap it back to SmolLM2's Q4_1 grid).
+            edgelmm("export", "--model", model, "--out", str(bundle), "--precision", "int4", "--force")
+            results[name] = accuracy(name, ("--bundle", str(bundle)), args)
     for r in results.values():
         r["mean"] = sum(r[t] for t in TASKS) / len(TASKS)
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "wall_seconds": time.perf_counter() - started,

@@ -136,3 +136,30 @@ def test_run_cli_takes_items(tiny_ilm_bundle, capsys):
     assert json.loads(capsys.readouterr().out)["prompt_tokens"] > 4
     assert main([*args, "--item", "99999"]) == 2
     assert "outside the catalog" in capsys.readouterr().err
+
+
+def test_bundle_scores_titles_as_torch_does(tiny_ilm_run, tiny_ilm_bundle, capsys):
+    """The rec eval's bundle system (Pipeline.score + the item encoder) ranks with torch's title log-likelihoods."""
+    from edgelmm.cli import main
+    from edgelmm.evals import rec
+    from edgelmm.train.item_lm import load
+
+    trained = load(tiny_ilm_run / "model")
+    torch_scorer = rec.TitleScorer(trained.model, trained.lm, trained.data, items=True, num_item_tokens=4)
+    bundle_scorer = rec.BundleTitleScorer(str(tiny_ilm_bundle), trained.data, threads=1)
+    for case in rec.cases(trained.data, trained.held_out_users, n=3, candidates=6):
+        np.testing.assert_allclose(bundle_scorer(case), torch_scorer(case), atol=2e-3)
+    assert main(["eval", "--task", "rec", "--model", str(tiny_ilm_run / "model"), "-n", "4", "--threads", "1",
+                 "--rec-bundle", str(tiny_ilm_bundle), "--json"]) == 0
+    systems = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["systems"]
+    ilm, exported = systems["ilm"], systems[f"bundle:{tiny_ilm_bundle.name}"]
+    assert exported["users"] == 4 and abs(exported["ndcg@10"] - ilm["ndcg@10"]) < 0.05  # same cases, same ranks
+
+
+def test_rec_bundle_must_carry_the_catalog(tiny_ilm_run, tiny_lm_bundle):
+    from edgelmm.errors import SpecError
+    from edgelmm.evals import rec
+    from edgelmm.train.item_lm import load
+
+    with pytest.raises(SpecError, match="does not carry the .*-item catalog"):
+        rec.BundleTitleScorer(str(tiny_lm_bundle), load(tiny_ilm_run / "model", with_lm=False).data)

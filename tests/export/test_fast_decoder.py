@@ -66,6 +66,33 @@ def test_runtime_runs_both_kv_layouts_to_the_same_tokens(tiny_lm, tiny_lm_bundle
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+def _fresh_score(pipe, prompt_ids, answer_ids):
+    """log p(answer | prompt) from one uninterrupted prefill of prompt + answer (no rewind)."""
+    pipe.decoder.reset()
+    logits = pipe.decoder.forward(pipe.embed(np.concatenate([prompt_ids, answer_ids[:-1]])), all_logits=True)
+    logits = logits[len(prompt_ids) - 1 :].astype(np.float64)
+    top = logits.max(-1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    return logp[np.arange(len(answer_ids)), answer_ids].sum()
+
+
+def test_score_rewinds_the_kv_cache_on_both_layouts(tiny_lm_bundle, generic_lm_bundle):
+    """Pipeline.score = one fresh prefill per answer, whatever the order, on shared-buffer and past-present."""
+    answers = ["yes", "The Quiet Garden", "a b c d e f", "no"]
+    for bundle in (tiny_lm_bundle, generic_lm_bundle):
+        pipe = Pipeline.load(bundle)
+        before = pipe.generate("Pick one.", max_new_tokens=6, ignore_eos=True).token_ids
+        scores = pipe.score("Pick one.", answers)
+        assert scores.dtype == np.float64 and scores.shape == (4,) and np.all(scores < 0)
+        np.testing.assert_allclose(pipe.score("Pick one.", answers[::-1]), scores[::-1], rtol=1e-5)
+        np.testing.assert_allclose(pipe.score("Pick one.", answers[2:3]), scores[2:3], rtol=1e-5)
+        ids = pipe.prompts.build("Pick one.").ids
+        end = pipe.manifest.text.eos_token_ids[0]
+        fresh = [_fresh_score(pipe, ids, np.array(pipe.tokenizer.encode_untrusted(a) + [end])) for a in answers]
+        np.testing.assert_allclose(scores, fresh, rtol=1e-4)
+        assert pipe.generate("Pick one.", max_new_tokens=6, ignore_eos=True).token_ids == before
+
+
 def test_kv_cache_is_one_buffer_written_in_place(tiny_lm_bundle):
     pipe = Pipeline.load(tiny_lm_bundle)
     decoder = pipe.decoder

@@ -153,6 +153,19 @@ def test_static_shapes_decoder_is_a_fixed_step_the_runtime_runs(pooled_qdq, samp
     pipe = Pipeline.load(out)
     result = pipe.generate("what colour?", images=[sample_images[0]], max_new_tokens=4, ignore_eos=True)
     assert result.metrics.generated_tokens == 4
+    # generate()'s steps (logits of the last row only) pick what teacher forcing over all rows picks
+    from edgelmm.export.accuracy import bundle_argmax
+
+    text = pipe.generate("hello there", max_new_tokens=5, ignore_eos=True).token_ids
+    prompt = pipe.prompts.build("hello there").ids
+    forced = bundle_argmax(pipe, np.concatenate([prompt, text[:-1]]))
+    assert forced[len(prompt) - 1 :].tolist() == text
+    answers = ["red", "blue", "tan"]  # score() rewinds the alternating static buffers between answers
+    scores = pipe.score("what colour?", answers, images=[sample_images[0]])
+    np.testing.assert_allclose(pipe.score("what colour?", answers[::-1], images=[sample_images[0]]), scores[::-1],
+                               rtol=1e-5)
+    np.testing.assert_allclose(pipe.score("what colour?", answers[1:2], images=[sample_images[0]]), scores[1:2],
+                               rtol=1e-5)
     with pytest.raises(InputError, match="max context is 48"):
         pipe.generate("x" * 60, max_new_tokens=1)
 

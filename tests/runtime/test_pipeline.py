@@ -25,6 +25,23 @@ def test_generate_returns_text_ids_and_metrics(pipe, sample_images):
                                             "peak_rss_mb"}
 
 
+def test_score_ranks_answers_after_an_image_prompt(pipe, sample_images):
+    image = [sample_images[0]]
+    scores = pipe.score("What is this?", ["a red circle", "two", "a blue square"], images=image)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores)) and np.all(scores < 0)
+    np.testing.assert_allclose(pipe.score("What is this?", ["two"], images=image), scores[1:2], rtol=1e-5)
+    assert scores[0] != scores[2]  # the answers, not just their lengths, are scored
+
+
+@pytest.mark.parametrize("answers, message", [
+    ([], "non-empty list"), ("two", "non-empty list"), (["ok", ""], "non-empty strings"), ([3], "non-empty strings"),
+    (["word " * 400], "exceed the context"),
+])
+def test_score_refuses_bad_answers(pipe, answers, message):
+    with pytest.raises(InputError, match=message):
+        pipe.score("What is this?", answers)
+
+
 def test_stream_pieces_concatenate_to_the_text(pipe, sample_images):
     pieces = []
     res = pipe.generate("Describe.", images=[sample_images[1]], max_new_tokens=12, stream=pieces.append)

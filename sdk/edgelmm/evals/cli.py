@@ -9,6 +9,7 @@ examples:
   edgelmm eval --bundle bundles/smol-vqa-tool --task tool-selection --constrained   # Choice over the catalog ids
   edgelmm eval --list
   edgelmm eval --task rec --model runs/ilm/model --baselines   # HR@10 / NDCG@10 of an ilm model (evals/rec.py)
+  edgelmm eval --task rec --model runs/ilm/model --rec-bundle bundles/ilm-fp32 --rec-bundle bundles/ilm-int4
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--task rec: also score the frozen LM reading titles, CF alone and popularity")
     p.add_argument("--systems", default=None, metavar="A,B",
                    help="--task rec: which systems to score (ilm, text-lm, cf, popularity; default ilm)")
+    p.add_argument("--rec-bundle", action="append", default=[], metavar="DIR",
+                   help="--task rec: also score this export of --model through the runtime (repeatable)")
     p.add_argument("--base", default=None, help="with --perplexity: the registry LM to compare with "
                                                 "(default: the model's base LM)")
     return p
@@ -126,6 +129,6 @@ def _rec(args: argparse.Namespace) -> int:
 
     systems = rec.SYSTEMS if args.baselines else tuple(args.systems.split(",")) if args.systems else ("ilm",)
     results = rec.run(args.model, n=args.n, candidates=args.candidates, systems=systems,
-                      progress=sys.stderr.isatty() and not args.json)
+                      progress=sys.stderr.isatty() and not args.json, bundles=args.rec_bundle, threads=args.threads)
     print(json.dumps(results) if args.json else rec.summary(results))
     return 0

@@ -10,6 +10,7 @@ the same sets. Systems:
     text-lm      the same frozen LM reading the history titles as plain text, same likelihood ranking
     cf           CF alone: the held-out user folded in as the mean of their history's BPR item vectors
     popularity   engagements among the training users
+    bundle:NAME  the ilm system through an exported bundle (``--rec-bundle DIR``): the runtime's Pipeline.score
 
 HR@10: share of users whose target ranks in the top 10. NDCG@10: mean of 1 / log2(rank + 2) over users whose
 target is in the top 10 (rank from 0); with one relevant item its ideal DCG is 1. Ties are broken at random
@@ -23,9 +24,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from edgelmm.errors import SpecError
 from edgelmm.train.data import item_chat
 from edgelmm.train.data.interactions import Interactions
 
@@ -90,7 +94,9 @@ class TitleScorer:
         self.model, self.data, self.items = model, data, items
         self.collate = item_chat.ItemChatCollator(tokenizer=lm.tokenizer, chat_template=lm.chat_template,
                                                   num_item_tokens=num_item_tokens)
-        self.titles = [self.collate.answer_ids(it.title) for it in data.items]
+        # title + end of turn, as Pipeline.score counts an answer (the template's newline after it is not a choice)
+        self.titles = [list(lm.tokenizer(it.title, add_special_tokens=False)["input_ids"]) + self.collate.end_ids[:1]
+                       for it in data.items]
 
     @torch.no_grad()
     def __call__(self, case: RecCase) -> np.ndarray:
@@ -129,6 +135,23 @@ class TitleScorer:
         return scores
 
 
+class BundleTitleScorer:
+    """The ilm system through an exported bundle (onnxruntime, no torch): Pipeline.score of every candidate title
+    after the same prompt, items entering through the bundle's item encoder and CF table."""
+
+    def __init__(self, bundle: str, data: Interactions, *, threads: int | None = None) -> None:
+        from edgelmm.runtime import Pipeline
+
+        self.pipe, self.data = Pipeline.load(bundle, threads=threads), data
+        if self.pipe.item_table is None or self.pipe.item_table.shape[0] != data.n_items:
+            raise SpecError(f"bundle '{bundle}' does not carry the {data.n_items}-item catalog of '{data.name}'")
+
+    def __call__(self, case: RecCase) -> np.ndarray:
+        prompt = item_chat.history_prompt(self.data, case.history, items=True)
+        return self.pipe.score(prompt, [self.data.items[int(c)].title for c in case.candidates],
+                               items=list(case.history))
+
+
 def _cache_kwarg(lm: Any) -> str:
     import inspect
 
@@ -139,9 +162,10 @@ def _cache_kwarg(lm: Any) -> str:
 # The whole evaluation
 
 
-def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], progress: bool = False) -> dict[str, Any]:
-    """{system: metrics} for the ilm model in ``model_dir`` and the baselines named in ``systems``."""
-    from edgelmm.errors import SpecError
+def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], progress: bool = False,
+        bundles: Sequence[str] = (), threads: int | None = None) -> dict[str, Any]:
+    """{system: metrics} for the ilm model in ``model_dir``, the baselines named in ``systems`` and each of
+    ``bundles`` (exports of it, scored through the runtime as system ``bundle:NAME``, on the same cases)."""
     from edgelmm.train.item_lm import load
 
     unknown = sorted(set(systems) - set(SYSTEMS))
@@ -162,6 +186,9 @@ def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], prog
         "cf": lambda: lambda case: trained.cf.scores(case.history, case.candidates),
         "popularity": lambda: lambda case: popularity[case.candidates],
     }
+    for bundle in bundles:
+        scorers[f"bundle:{Path(bundle).name}"] = lambda b=bundle: BundleTitleScorer(b, data, threads=threads)
+    systems = [*systems, *(f"bundle:{Path(b).name}" for b in bundles)]
     results: dict[str, Any] = {"model": str(model_dir), "base_model": trained.meta["base_model"],
                                "dataset": data.name, "candidates": candidates, "systems": {}}
     for name in systems:

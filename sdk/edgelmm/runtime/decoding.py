@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgelmm.errors import InputError, SpecError
-from edgelmm.runtime.generate import Decoder
+from edgelmm.runtime.generate import Decoder, check_rewind
 from edgelmm.runtime.manifest import KVCacheSpec
 from edgelmm.runtime.sessions import graph_errors
 
@@ -59,6 +59,11 @@ class SharedBufferDecoder:
     def reset(self) -> None:
         """Start a new sequence. The buffers are kept: rows beyond ``length`` are never read."""
         self.length = 0
+
+    def rewind(self, length: int) -> None:
+        """Forget every position from ``length`` on: the rows stay in the buffer, unread and then overwritten."""
+        check_rewind(length, self.length)
+        self.length = length
 
     def reserve(self, total: int) -> None:
         """Make room for ``total`` positions (prompt + generated) before generating, so no step reallocates."""
@@ -132,6 +137,13 @@ class StaticBufferDecoder:
         self.length = 0
         self._mask[:] = 0
 
+    def rewind(self, length: int) -> None:
+        """Forget every position from ``length`` on. Both buffer sets hold the same rows below the length they
+        were written at (each present is its past plus one row), so the set step ``length`` reads is intact."""
+        check_rewind(length, self.length)
+        self.length = length
+        self._mask[0, length:] = 0
+
     def reserve(self, total: int) -> None:
         if total > self.capacity:
             raise InputError(f"{total} positions requested; this static decoder graph holds exactly {self.capacity}")
@@ -145,7 +157,9 @@ class StaticBufferDecoder:
         self.reserve(self.length + embeds.shape[1])
         rows = []
         for token in range(embeds.shape[1]):
-            rows.append(self._step(embeds[:, token : token + 1]).copy() if all_logits else None)
+            logits = self._step(embeds[:, token : token + 1])  # every token steps, whatever is returned
+            if all_logits:
+                rows.append(logits.copy())
         return np.concatenate(rows) if all_logits else self._logits[0, 0]
 
     def next_feed(self, embed: np.ndarray) -> dict[str, np.ndarray]:

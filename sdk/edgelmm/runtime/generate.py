@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import onnxruntime as ort
 
+from edgelmm.errors import InputError
 from edgelmm.runtime.manifest import KVCacheSpec
 from edgelmm.runtime.sampling import choose_token
 from edgelmm.runtime.sessions import graph_errors
@@ -57,6 +58,15 @@ class Decoder:
     def reserve(self, total: int) -> None:
         """Nothing to preallocate: every step returns a new present (see runtime.decoding for the shared buffer)."""
 
+    def rewind(self, length: int) -> None:
+        """Forget every position from ``length`` on (0 <= length <= self.length); the next forward continues there.
+        Pass the next call's positions explicitly where they are not ``length`` on (M-RoPE after an image)."""
+        check_rewind(length, self.length)
+        if length < self.length:
+            self._past = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[:, :, :length]))
+                          for v in self._past]
+        self.length = self.next_position = length
+
     def forward(self, embeds: np.ndarray, positions: np.ndarray | None = None, *, all_logits: bool = False
                 ) -> np.ndarray:
         """Append ``embeds`` float32 [1, S, hidden] to the sequence; return float32 logits [vocab] of its last row
@@ -83,6 +93,11 @@ class Decoder:
         self.next_position = int(positions.max()) + 1
         logits = outputs[0].numpy()[0]
         return np.asarray(logits if all_logits else logits[-1], dtype=np.float32)
+
+
+def check_rewind(length: int, current: int) -> None:
+    if not 0 <= length <= current:
+        raise InputError(f"cannot rewind a sequence of {current} positions to {length}")
 
 
 @dataclasses.dataclass(slots=True)

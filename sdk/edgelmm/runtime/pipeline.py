@@ -7,6 +7,7 @@
     print(res.text, res.metrics.ttft_ms, res.metrics.providers)
     pipe = Pipeline.load("bundles/smol-ilm")                      # an Item-Language Model bundle
     res = pipe.generate("I watched <item> The Iron Bridge. What next?", items=[17])
+    logp = pipe.score("I watched <item> The Iron Bridge. What next?", ["Red Harbour", "The Long Road"], items=[17])
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from edgelmm.runtime.positions import prompt_positions
 from edgelmm.runtime.preprocess import ImageInput, ImageTiles, prepare
 from edgelmm.runtime.profile import DeviceProfile, ProviderSpec, load_profile
 from edgelmm.runtime.prompt import MAX_IMAGES_PER_PROMPT, Message, PromptBuilder, PromptIds
+from edgelmm.runtime.scoring import score_continuations
 from edgelmm.runtime.sessions import GraphSession, SessionConfig, graph_errors, open_session
 from edgelmm.runtime.tokenizer import Tokenizer
 from edgelmm.specs import GenerationSpec, GraphRole
@@ -298,27 +300,69 @@ class Pipeline:
             raise InputError(f"constraint must be a Choice, got {type(constraint).__name__}")
         if stream is not None and not callable(stream):
             raise InputError(f"stream must be a callable taking each new piece of text, got {type(stream).__name__}")
+        images, items = self._check_inputs(images, items)
+        spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
+        with self._exclusive("generate()"):
+            start = time.perf_counter()
+            ids, tiles, item_features = self._build(prompt, images, items, chat)
+            return self._generate(ids, tiles, spec, stream, start, constraint, item_features)
+
+    def score(
+        self,
+        prompt: str | Sequence[Message],
+        answers: Sequence[str],
+        images: Sequence[ImageInput] | None = None,
+        *,
+        chat: bool = True,
+        items: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """How likely each of ``answers`` is as the complete reply to ``prompt``: float64 [len(answers)], the sum
+        of log p over the answer's tokens and the end-of-turn token (``text.eos_token_ids[0]``); higher is likelier.
+        Ranks candidates (a recommender's titles, labels) without generating; ``images``, ``items`` and ``chat`` as
+        in generate(). The prompt is prefilled once and every answer continues it (runtime/scoring.py)."""
+        if isinstance(answers, str | bytes) or not isinstance(answers, Sequence) or not answers \
+                or not all(isinstance(a, str) and a for a in answers):
+            raise InputError("answers must be a non-empty list of non-empty strings")
+        images, items = self._check_inputs(images, items)
+        end = self.manifest.text.eos_token_ids[0]
+        answer_ids = [self.tokenizer.encode_untrusted(a) + [end] for a in answers]
+        with self._exclusive("score()"):
+            ids, tiles, item_features = self._build(prompt, images, items, chat)
+            longest = max(map(len, answer_ids))
+            if len(ids) + longest > self.max_context:
+                raise InputError(f"prompt ({len(ids)} tokens) + the longest answer ({longest}) exceed the context of "
+                                 f"{self.max_context}")
+            features = self.encode_images(tiles) if tiles else None
+            positions = prompt_positions(self.manifest.positions, len(ids), ids.image_slots)
+            first = self._prefill(self.prompt_embeds(ids, features, item_features), positions, len(ids) + longest)
+            return score_continuations(self.decoder, self.embed, first, int(positions.max()) + 1,
+                                       positions.shape[0], answer_ids)
+
+    def _check_inputs(self, images: Sequence[ImageInput] | None, items: Sequence[int] | None
+                      ) -> tuple[list[ImageInput], list[int]]:
+        """One-line InputErrors for malformed ``images`` / ``items``, before any work."""
         if images is not None and (isinstance(images, str | bytes) or not isinstance(images, Sequence)):
             raise InputError(f"images must be a list, got {type(images).__name__}")
         images = list(images or [])
         if items is not None and (isinstance(items, str | bytes) or not isinstance(items, Sequence)):
             raise InputError(f"items must be a list of item ids, got {type(items).__name__}")
         items = list(items or [])
-        if items:  # checked before any work
+        if items:
             if self.item_table is None:
                 raise InputError("this bundle has no item encoder (items= needs an Item-Language Model bundle)")
             check_item_ids(items, n_items=self.item_table.shape[0])
         if len(images) > MAX_IMAGES_PER_PROMPT:
             raise InputError(f"{len(images)} images given; the limit is {MAX_IMAGES_PER_PROMPT} per prompt")
-        spec = self.generation_spec(config, max_new_tokens=max_new_tokens, **options)
-        with self._exclusive("generate()"):
-            start = time.perf_counter()
-            tiles = self.prepare_images(images) if images else []
-            item_tokens = self.manifest.items.num_item_tokens if items else 0
-            ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles],
-                                     n_items=len(items), item_tokens=item_tokens)
-            item_features = self.encode_items(items) if items else None
-            return self._generate(ids, tiles, spec, stream, start, constraint, item_features)
+        return images, items
+
+    def _build(self, prompt: str | Sequence[Message], images: list[ImageInput], items: list[int], chat: bool
+               ) -> tuple[PromptIds, list[ImageTiles], np.ndarray | None]:
+        """Prompt ids with image and item slots, the images' tiles and the items' tokens (None without items)."""
+        tiles = self.prepare_images(images) if images else []
+        item_tokens = self.manifest.items.num_item_tokens if items else 0
+        ids = self.prompts.build(prompt, len(images), chat=chat, grids=[t.grid for t in tiles],
+                                 n_items=len(items), item_tokens=item_tokens)
+        return ids, tiles, self.encode_items(items) if items else None
 
     def generate_ids(
         self,
