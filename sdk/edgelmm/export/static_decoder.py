@@ -81,10 +81,19 @@ class StaticLlamaStep(nn.Module):
 
 
 def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """LlamaRMSNorm as x / sqrt(mean(x*x) + eps) * w. transformers' form (Pow, Sqrt, Reciprocal) is fused by the QNN
-    EP into an RmsNorm op that the HTP simulator fails to allocate (QNN_COMMON_ERROR_MEM_ALLOC); this form is not."""
+    """LlamaRMSNorm, x / sqrt(mean(x*x) + eps) * w, computed on y = x / s with s = max |x| of the row:
+    y / sqrt(mean(y*y) + eps / s^2) * w, the same value for any s > 0.
+
+    Why scaled: the HTP runs the graph's float nodes in fp16 (max 65504), and SmolLM2's residual stream reaches
+    |x| ~ 2.3e4 at its first token (an attention sink), so x*x overflows, the norm returns 0 and the sink's keys
+    vanish for every later position; |y| <= 1 cannot overflow, and mean(y*y) >= 1 / hidden cannot underflow.
+    Why written out: transformers' form (Pow, Sqrt, Reciprocal) is fused by the QNN EP into an RmsNorm op that the
+    HTP simulator fails to allocate (QNN_COMMON_ERROR_MEM_ALLOC)."""
     eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
-    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * norm.weight
+    scale = x.abs().amax(-1, keepdim=True).clamp_min(1e-4)  # the floor only keeps an all-zero row finite
+    y = x / scale
+    floor = (eps ** 0.5 / scale) * (eps ** 0.5 / scale)  # eps / s^2 without s^2 underflowing in fp16
+    return y / torch.sqrt((y * y).mean(-1, keepdim=True) + floor) * norm.weight
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
