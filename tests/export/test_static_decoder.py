@@ -21,3 +21,12 @@ def test_rms_norm_equals_llama_and_survives_fp16_sink_activations():
     naive = x.half() / torch.sqrt((x.half() * x.half()).mean(-1, keepdim=True) + 1e-5)
     assert naive[0].abs().max() == 0  # what the unscaled form gave the sink token in fp16
     assert torch.isfinite(_rms_norm(norm.float(), torch.zeros(1, 576))).all()
+
+
+def test_static_calibration_picks_sink_last_and_spread_positions():
+    from edgelmm.export.qdq import STATIC_STEPS, static_picks
+
+    assert static_picks(1) == [0] and static_picks(2) == [0, 1] and static_picks(5) == [0, 1, 2, 3, 4]
+    picks = static_picks(38)
+    assert picks[:2] == [0, 1] and picks[-1] == 37 and len(picks) <= STATIC_STEPS
+    assert max(b - a for a, b in zip(picks, picks[1:])) <= 3  # no long stretch of the prompt left uncalibrated

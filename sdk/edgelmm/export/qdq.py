@@ -110,15 +110,22 @@ def calibration_feeds(pipe: Any, samples: Sequence[Sample], roles: Sequence[Grap
     return feeds
 
 
-STATIC_POSITIONS = (0, 1, -1)
-"""Steps of each prompt captured for a static-buffer decoder: the first positions carry the outlier activations
-(attention sinks) that clip if never calibrated, the last one a full past; every step would cost a KV buffer each."""
+STATIC_STEPS = 16
+"""Steps of each prompt captured for a static-buffer decoder: positions 0 and 1 (the attention sink's outlier
+activations clip if never calibrated), the last (a full past) and evenly spaced ones between, so the ranges see
+what a whole prefill shows the shared-buffer graph's calibration. Each feed holds every KV buffer (~3 MB for
+SmolLM2 at 64 positions), which is why not every step."""
+
+
+def static_picks(length: int, steps: int = STATIC_STEPS) -> list[int]:
+    """The positions of a ``length``-token prompt whose step inputs are captured (sorted, distinct)."""
+    spread = np.linspace(0, length - 1, num=max(steps - 2, 1)).round().astype(int).tolist()
+    return sorted({0, min(1, length - 1), length - 1, *spread})
 
 
 def _static_step_feeds(decoder: Any, embeds: np.ndarray) -> list[Feed]:
-    """Run ``embeds`` [1, S, hidden] through a StaticBufferDecoder, capturing the inputs of STATIC_POSITIONS."""
-    length = embeds.shape[1]
-    picks = sorted({p % length for p in STATIC_POSITIONS})
+    """Run ``embeds`` [1, S, hidden] through a StaticBufferDecoder, capturing the inputs of ``static_picks``."""
+    picks = static_picks(embeds.shape[1])
     decoder.reset()
     feeds = []
     for t in range(picks[-1] + 1):
