@@ -7,6 +7,7 @@
 2. Bundles of the ILM model (fp32 and int4) and of the base SmolLM2 (fp32 and int4): on plain-text prompts the ILM
    bundle's tokens equal the base bundle's and its decoder.onnx has the same sha256 (the LM stayed frozen).
 3. The same rec cases through the fp32 and int4 ILM bundles (torch-free runtime, Pipeline.score).
+4. The LM systems again, ranked by PMI (evals/rec.py Calibrated) instead of raw title likelihood.
 
 Each step's result is kept under OUT (rec-*.json, identity.json); re-running skips what exists.
 Writes OUT/results.json and OUT/table.md.
@@ -38,12 +39,12 @@ def kept(path: Path, compute) -> dict:
     return result
 
 
-def rec_eval(model: Path, systems: tuple[str, ...], args: argparse.Namespace, bundles: tuple[Path, ...] = ()
-             ) -> dict:
+def rec_eval(model: Path, systems: tuple[str, ...], args: argparse.Namespace, bundles: tuple[Path, ...] = (),
+             calibrate: bool = False) -> dict:
     from edgelmm.evals import rec
 
     return rec.run(str(model / "model"), n=args.n, candidates=args.candidates, systems=systems,
-                   bundles=[str(b) for b in bundles], threads=args.threads)
+                   bundles=[str(b) for b in bundles], threads=args.threads, calibrate=calibrate)
 
 
 def export(out: Path, precision: str, ilm: Path | None) -> Path:
@@ -77,11 +78,14 @@ def identity(ilm_bundle: Path, base_bundle: Path, threads: int) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = ["| system | HR@10 | NDCG@10 | users |", "|---|---|---|---|"]
-    for label, m in results["rec"].items():
-        lines.append(f"| {label} | {m['hr@10']:.3f} ± {m['hr@10_se']:.3f} | {m['ndcg@10']:.3f} ± "
-                     f"{m['ndcg@10_se']:.3f} | {m['users']} |")
-    lines += ["", "| bundle pair (plain text) | token-identical prompts | decoder sha256 equal |", "|---|---|---|"]
+    lines = []
+    for key, scoring in (("rec", "log-likelihood"), ("rec_pmi", "PMI (--calibrate)")):
+        lines += [f"| system (LM systems ranked by {scoring}) | HR@10 | NDCG@10 | users |", "|---|---|---|---|"]
+        for label, m in results[key].items():
+            lines.append(f"| {label} | {m['hr@10']:.3f} ± {m['hr@10_se']:.3f} | {m['ndcg@10']:.3f} ± "
+                         f"{m['ndcg@10_se']:.3f} | {m['users']} |")
+        lines.append("")
+    lines += ["| bundle pair (plain text) | token-identical prompts | decoder sha256 equal |", "|---|---|---|"]
     for precision, r in results["identity"].items():
         lines.append(f"| ILM vs SmolLM2, {precision} | {r['token_identical']} / {r['prompts']} "
                      f"({r['tokens_each']} tokens each) | {r['decoder_sha256_equal']} |")
@@ -112,10 +116,18 @@ def main() -> int:
            "ILM, random-init Q-Former (no phase 1)": random_run["systems"]["ilm"],
            "ILM (phase-1 Q-Former), torch": s["ilm"],
            "ILM, fp32 bundle (runtime)": s["bundle:ilm-fp32"], "ILM, int4 bundle (runtime)": s["bundle:ilm-int4"]}
+    pmi_main = kept(args.out / f"rec-ilm-pmi-n{args.n}.json",
+                    lambda: rec_eval(args.ilm, ("ilm", "text-lm"), args, calibrate=True))["systems"]
+    pmi = {"frozen LM reading titles": pmi_main["text-lm"],
+           "MLP adaptor (paper's baseline)": kept(args.out / f"rec-mlp-pmi-n{args.n}.json", lambda: rec_eval(
+               args.mlp, ("ilm",), args, calibrate=True))["systems"]["ilm"],
+           "ILM, random-init Q-Former (no phase 1)": kept(args.out / f"rec-random-pmi-n{args.n}.json", lambda: rec_eval(
+               args.random, ("ilm",), args, calibrate=True))["systems"]["ilm"],
+           "ILM (phase-1 Q-Former), torch": pmi_main["ilm"]}
     same = {precision: kept(args.out / f"identity-{precision}.json",
                             lambda pr=precision: identity(bundles["ilm", pr], bundles["smollm2", pr], args.threads))
             for precision in ("fp32", "int4")}
-    results = {"args": {k: str(v) for k, v in vars(args).items()}, "rec": rec, "identity": same}
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "rec": rec, "rec_pmi": pmi, "identity": same}
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "table.md").write_text(table(results))
     print(table(results))

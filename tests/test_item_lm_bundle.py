@@ -149,11 +149,19 @@ def test_bundle_scores_titles_as_torch_does(tiny_ilm_run, tiny_ilm_bundle, capsy
     bundle_scorer = rec.BundleTitleScorer(str(tiny_ilm_bundle), trained.data, threads=1)
     for case in rec.cases(trained.data, trained.held_out_users, n=3, candidates=6):
         np.testing.assert_allclose(bundle_scorer(case), torch_scorer(case), atol=2e-3)
+    prior = torch_scorer.prior()  # PMI's reference: every title after the neutral prompt
+    assert prior.shape == (trained.data.n_items,)
+    np.testing.assert_allclose(bundle_scorer.prior(), prior, atol=2e-3)
+    pmi = rec.Calibrated(torch_scorer)
+    np.testing.assert_allclose(pmi(case), torch_scorer(case) - prior[case.candidates])
     assert main(["eval", "--task", "rec", "--model", str(tiny_ilm_run / "model"), "-n", "4", "--threads", "1",
                  "--rec-bundle", str(tiny_ilm_bundle), "--json"]) == 0
     systems = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["systems"]
     ilm, exported = systems["ilm"], systems[f"bundle:{tiny_ilm_bundle.name}"]
     assert exported["users"] == 4 and abs(exported["ndcg@10"] - ilm["ndcg@10"]) < 0.05  # same cases, same ranks
+    assert main(["eval", "--task", "rec", "--model", str(tiny_ilm_run / "model"), "-n", "4", "--calibrate",
+                 "--systems", "ilm,text-lm"]) == 0
+    assert "ranked by pmi" in capsys.readouterr().out
 
 
 def test_rec_bundle_must_carry_the_catalog(tiny_ilm_run, tiny_lm_bundle):

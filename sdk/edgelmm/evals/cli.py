@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--task rec: which systems to score (ilm, text-lm, cf, popularity; default ilm)")
     p.add_argument("--rec-bundle", action="append", default=[], metavar="DIR",
                    help="--task rec: also score this export of --model through the runtime (repeatable)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="--task rec: rank LM systems by PMI (log p(title | prompt) - log p(title | neutral prompt))")
     p.add_argument("--base", default=None, help="with --perplexity: the registry LM to compare with "
                                                 "(default: the model's base LM)")
     return p
@@ -129,6 +131,7 @@ def _rec(args: argparse.Namespace) -> int:
 
     systems = rec.SYSTEMS if args.baselines else tuple(args.systems.split(",")) if args.systems else ("ilm",)
     results = rec.run(args.model, n=args.n, candidates=args.candidates, systems=systems,
-                      progress=sys.stderr.isatty() and not args.json, bundles=args.rec_bundle, threads=args.threads)
+                      progress=sys.stderr.isatty() and not args.json, bundles=args.rec_bundle, threads=args.threads,
+                      calibrate=args.calibrate)
     print(json.dumps(results) if args.json else rec.summary(results))
     return 0

@@ -12,6 +12,9 @@ the same sets. Systems:
     popularity   engagements among the training users
     bundle:NAME  the ilm system through an exported bundle (``--rec-bundle DIR``): the runtime's Pipeline.score
 
+With ``--calibrate`` the LM systems rank by PMI instead: the title's log-likelihood minus its log-likelihood after
+NEUTRAL_PROMPT (``Calibrated``), which removes the frozen LM's prior for each title string.
+
 HR@10: share of users whose target ranks in the top 10. NDCG@10: mean of 1 / log2(rank + 2) over users whose
 target is in the top 10 (rank from 0); with one relevant item its ideal DCG is 1. Ties are broken at random
 (seeded). ``se`` is the standard error over users.
@@ -35,6 +38,8 @@ from edgelmm.train.data.interactions import Interactions
 
 TOP = 10
 SYSTEMS = ("ilm", "text-lm", "cf", "popularity")
+NEUTRAL_PROMPT = "What should I watch next?"
+"""The next-item question without a history: the reference prompt of ``--calibrate`` (PMI) scoring."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,21 +103,29 @@ class TitleScorer:
         self.titles = [list(lm.tokenizer(it.title, add_special_tokens=False)["input_ids"]) + self.collate.end_ids[:1]
                        for it in data.items]
 
-    @torch.no_grad()
     def __call__(self, case: RecCase) -> np.ndarray:
+        prompt = item_chat.history_prompt(self.data, case.history, items=self.items)
+        return self.scores(prompt, case.history if self.items else (), case.candidates)
+
+    def prior(self) -> np.ndarray:
+        """float64 [n_items]: every title's log-likelihood after NEUTRAL_PROMPT (no history, no items)."""
+        return self.scores(NEUTRAL_PROMPT, (), np.arange(self.data.n_items))
+
+    @torch.no_grad()
+    def scores(self, prompt: str, items: Sequence[int], candidates: np.ndarray) -> np.ndarray:
+        """float64 [len(candidates)]: log p(title + end of turn | prompt with ``items`` in its <item> slots)."""
         from transformers import DynamicCache
 
-        prompt = item_chat.history_prompt(self.data, case.history, items=self.items)
         ids, slots = self.collate.prompt_ids(prompt)
         input_ids = torch.tensor([ids])
         slot_mask = torch.zeros_like(input_ids, dtype=torch.bool)
         slot_mask[0, slots] = True
-        item_ids = torch.tensor(case.history if self.items else (), dtype=torch.int64)
+        item_ids = torch.tensor(tuple(items), dtype=torch.int64)
         embeds = self.model.embed(input_ids, slot_mask, item_ids)
         lm = self.model.lm
         out = lm(inputs_embeds=embeds, use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), -1)
-        titles = [self.titles[int(c)] for c in case.candidates]
+        titles = [self.titles[int(c)] for c in candidates]
         width, count, prefix = max(map(len, titles)), len(titles), len(ids)
         cand = torch.full((count, width), self.collate.slot_id, dtype=torch.int64)
         mask = torch.zeros((count, prefix + width), dtype=torch.int64)
@@ -151,6 +164,21 @@ class BundleTitleScorer:
         return self.pipe.score(prompt, [self.data.items[int(c)].title for c in case.candidates],
                                items=list(case.history))
 
+    def prior(self) -> np.ndarray:
+        return self.pipe.score(NEUTRAL_PROMPT, [it.title for it in self.data.items])
+
+
+class Calibrated:
+    """Domain-conditional PMI (Holtzman et al. 2021, "Surface Form Competition"): a title's log-likelihood after
+    the user's prompt minus its log-likelihood after NEUTRAL_PROMPT. Raw likelihoods rank short, common-worded titles
+    first whatever the history says; the difference keeps what the history (and its item tokens) adds."""
+
+    def __init__(self, scorer: TitleScorer | BundleTitleScorer) -> None:
+        self.scorer, self.reference = scorer, scorer.prior()
+
+    def __call__(self, case: RecCase) -> np.ndarray:
+        return self.scorer(case) - self.reference[case.candidates]
+
 
 def _cache_kwarg(lm: Any) -> str:
     import inspect
@@ -163,9 +191,10 @@ def _cache_kwarg(lm: Any) -> str:
 
 
 def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], progress: bool = False,
-        bundles: Sequence[str] = (), threads: int | None = None) -> dict[str, Any]:
+        bundles: Sequence[str] = (), threads: int | None = None, calibrate: bool = False) -> dict[str, Any]:
     """{system: metrics} for the ilm model in ``model_dir``, the baselines named in ``systems`` and each of
-    ``bundles`` (exports of it, scored through the runtime as system ``bundle:NAME``, on the same cases)."""
+    ``bundles`` (exports of it, scored through the runtime as system ``bundle:NAME``, on the same cases).
+    ``calibrate``: the LM systems (ilm, text-lm, bundles) rank by PMI (``Calibrated``) instead of raw likelihood."""
     from edgelmm.train.item_lm import load
 
     unknown = sorted(set(systems) - set(SYSTEMS))
@@ -178,7 +207,8 @@ def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], prog
 
     def lm_scorer(items: bool) -> Callable[[RecCase], np.ndarray]:
         k = trained.model.items.encoder.config.num_item_tokens
-        return TitleScorer(trained.model, trained.lm, data, items=items, num_item_tokens=k)
+        scorer = TitleScorer(trained.model, trained.lm, data, items=items, num_item_tokens=k)
+        return Calibrated(scorer) if calibrate else scorer
 
     scorers: dict[str, Callable[[], Callable[[RecCase], np.ndarray]]] = {
         "ilm": lambda: lm_scorer(True),
@@ -187,10 +217,13 @@ def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], prog
         "popularity": lambda: lambda case: popularity[case.candidates],
     }
     for bundle in bundles:
-        scorers[f"bundle:{Path(bundle).name}"] = lambda b=bundle: BundleTitleScorer(b, data, threads=threads)
+        scorers[f"bundle:{Path(bundle).name}"] = lambda b=bundle: (
+            Calibrated(BundleTitleScorer(b, data, threads=threads)) if calibrate
+            else BundleTitleScorer(b, data, threads=threads))
     systems = [*systems, *(f"bundle:{Path(b).name}" for b in bundles)]
     results: dict[str, Any] = {"model": str(model_dir), "base_model": trained.meta["base_model"],
-                               "dataset": data.name, "candidates": candidates, "systems": {}}
+                               "dataset": data.name, "candidates": candidates,
+                               "scoring": "pmi" if calibrate else "log-likelihood", "systems": {}}
     for name in systems:
         score = scorers[name]()
         if progress:
@@ -205,7 +238,7 @@ def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], prog
 
 def summary(results: dict[str, Any]) -> str:
     lines = [f"rec: {results['model']} ({results['base_model']}), {results['dataset']}, "
-             f"{results['candidates']} candidates per held-out user"]
+             f"{results['candidates']} candidates per held-out user, LM systems ranked by {results['scoring']}"]
     for name, m in results["systems"].items():
         lines.append(f"  {name:<11} HR@10 {m['hr@10']:.3f} ± {m['hr@10_se']:.3f}   "
                      f"NDCG@10 {m['ndcg@10']:.3f} ± {m['ndcg@10_se']:.3f}   ({m['users']} users)")
