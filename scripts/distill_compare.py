@@ -50,14 +50,19 @@ def train(name: str, ablate: tuple[str, ...], args: argparse.Namespace) -> float
     return json.loads((out / "model" / "provenance.json").read_text())["train_seconds"]
 
 
+def kept_score(name: str, args: argparse.Namespace) -> Path:
+    return args.out / "accuracy" / f"{name}-n{args.n}.json"
+
+
 def accuracy(name: str, source: tuple[str, str], args: argparse.Namespace) -> dict[str, float]:
     """source: ("--model", dir or name) or ("--bundle", dir) -> {task: exact match}.
 
     Kept in OUT/accuracy/NAME-nN.json, so runs split over processes (--runs) are scored once; delete it (or
     --force) after retraining a model in place."""
-    cache = args.out / "accuracy" / f"{name}-n{args.n}.json"
+    cache = kept_score(name, args)
     if cache.is_file() and not args.force:
-        return json.loads(cache.read_text())
+        kept = json.loads(cache.read_text())
+        return {t: kept[t] for t in TASKS}
     out = {}
     for task in TASKS:
         report = json.loads(edgelmm("eval", *source, "--task", task, "--split", "test", "-n", str(args.n),
@@ -103,12 +108,10 @@ def main() -> int:
     if args.bundles:
         for name, model in (("teacher-int4", args.teacher), ("kd-int4", str(args.out / "kd" / "model"))):
             bundle = args.out / "bundles" / name
-            if (args.out / "accuracy" / f"{name}-n{args.n}.json").is_file() and not args.force:
-                results[name] = accuracy(name, ("--bundle", str(bundle)), args)
-                continue
-            # The exporter's auto method: a LoRA teacher keeps its LoRA as a float side path over minmax base weights,
-            # a student whose whole LM trained gets rtn (minmax would snap it back to SmolLM2's Q4_1 grid).
-            edgelmm("export", "--model", model, "--out", str(bundle), "--precision", "int4", "--force")
+            if args.force or not kept_score(name, args).is_file():
+                # The exporter's auto method: a LoRA teacher keeps its LoRA as a float side path over minmax base
+                # weights, a student whose whole LM trained gets rtn (minmax would snap it back to Q4_1's grid).
+                edgelmm("export", "--model", model, "--out", str(bundle), "--precision", "int4", "--force")
             results[name] = accuracy(name, ("--bundle", str(bundle)), args)
     for r in results.values():
         r["mean"] = sum(r[t] for t in TASKS) / len(TASKS)

@@ -25,9 +25,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -207,8 +206,7 @@ def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], prog
 
     def lm_scorer(items: bool) -> Callable[[RecCase], np.ndarray]:
         k = trained.model.items.encoder.config.num_item_tokens
-        scorer = TitleScorer(trained.model, trained.lm, data, items=items, num_item_tokens=k)
-        return Calibrated(scorer) if calibrate else scorer
+        return TitleScorer(trained.model, trained.lm, data, items=items, num_item_tokens=k)
 
     scorers: dict[str, Callable[[], Callable[[RecCase], np.ndarray]]] = {
         "ilm": lambda: lm_scorer(True),
@@ -217,15 +215,15 @@ def run(model_dir: str, *, n: int, candidates: int, systems: Sequence[str], prog
         "popularity": lambda: lambda case: popularity[case.candidates],
     }
     for bundle in bundles:
-        scorers[f"bundle:{Path(bundle).name}"] = lambda b=bundle: (
-            Calibrated(BundleTitleScorer(b, data, threads=threads)) if calibrate
-            else BundleTitleScorer(b, data, threads=threads))
+        scorers[f"bundle:{Path(bundle).name}"] = lambda b=bundle: BundleTitleScorer(b, data, threads=threads)
     systems = [*systems, *(f"bundle:{Path(b).name}" for b in bundles)]
     results: dict[str, Any] = {"model": str(model_dir), "base_model": trained.meta["base_model"],
                                "dataset": data.name, "candidates": candidates,
                                "scoring": "pmi" if calibrate else "log-likelihood", "systems": {}}
     for name in systems:
         score = scorers[name]()
+        if calibrate and isinstance(score, TitleScorer | BundleTitleScorer):  # the LM-likelihood systems
+            score = Calibrated(score)
         if progress:
             from tqdm.auto import tqdm
 
